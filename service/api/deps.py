@@ -1,0 +1,37 @@
+"""Shared dependencies: the service object and the optional bearer API key."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.core.errors import Unauthorized
+from service.core.service import FeatureService
+
+_bearer = HTTPBearer(auto_error=False, description="Needed only when the service is started with SINDER_API_KEY.")
+
+
+def get_service(request: Request) -> FeatureService:
+    return request.app.state.service
+
+
+def require_api_key(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+    key = request.app.state.service.settings.api_key
+    if key is None:
+        return
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        request.app.state.service.metrics.reject("unauthorized")
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    if not hmac.compare_digest(credentials.credentials.encode(), key.get_secret_value().encode()):
+        request.app.state.service.metrics.reject("unauthorized")
+        raise Unauthorized("wrong API key")
+
+
+async def wait_disconnect(request: Request) -> None:
+    """Returns when the client goes away (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

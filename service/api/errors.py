@@ -1,0 +1,97 @@
+"""One error envelope, ``{"error": {"type", "message", "index"}}``, and one status map."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.core.errors import ERROR_STATUSES, ServiceError
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTIONS = {
+    400: "Malformed request: invalid JSON or base64, empty body, broken multipart.",
+    401: "Missing or wrong API key (`Authorization: Bearer <key>`).",
+    404: "Unknown model or version.",
+    413: "Body, image count or an image's pixel count over the configured limit.",
+    415: "Content type is neither application/json nor multipart/form-data.",
+    422: "Invalid option or value, or an image that cannot be decoded (`index` names it).",
+    429: "Queue full or too many requests in flight; retry after `Retry-After` seconds.",
+    500: "A bug in the service.",
+    503: "Not ready, draining, or the model failed to load (the message says why).",
+    504: "The request deadline passed before its images ran.",
+}
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(description="Stable machine-readable error type, e.g. invalid_image, overloaded, model_not_found.")
+    message: str = Field(description="One line saying what was wrong.")
+    index: int | None = Field(None, description="Index of the offending image in the request, when one image is at fault.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def error_responses(*codes: int) -> dict:
+    """OpenAPI ``responses`` entries documenting each error status with the envelope."""
+    out = {}
+    for code in codes:
+        entry = {"model": ErrorResponse, "description": _DESCRIPTIONS[code]}
+        if code in (429, 503):
+            entry["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+        out[code] = entry
+    return out
+
+
+def envelope(status: int, type_: str, message: str, index: int | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": type_, "message": message, "index": index}}, status_code=status, headers=headers)
+
+
+def service_error_response(exc: ServiceError) -> Response:
+    if exc.status == 499:  # client gone: nobody reads this
+        return Response(status_code=499)
+    headers = {}
+    if exc.retry_after is not None or exc.status == 429:
+        headers["Retry-After"] = str(max(1, int(round(exc.retry_after or 1))))
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    status = exc.status if exc.status in ERROR_STATUSES else 500
+    return envelope(status, exc.type, exc.message, exc.index, headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, int | None]:
+    parts, index = [], None
+    for err in exc.errors()[:3]:
+        loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        if index is None and len(loc) >= 2 and loc[0] == "images" and isinstance(loc[1], int):
+            index = loc[1]
+        where = ".".join(str(p) for p in loc) or "request"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request", index
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError):
+        return service_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        message, index = _validation_message(exc)
+        return envelope(422, "invalid_request", message, index)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        types = {404: "not_found", 405: "method_not_allowed"}
+        return envelope(exc.status_code, types.get(exc.status_code, "http_error"), str(exc.detail), None, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return envelope(500, "internal_error", f"internal error ({type(exc).__name__}); this is a bug, please report it")

@@ -1,0 +1,1 @@
+"""Serving logic that knows nothing of HTTP (no FastAPI imports here)."""

@@ -1,0 +1,257 @@
+"""The models the service serves, read from a model repository (model_repo/README.md).
+
+A model is a folder holding ``config.pbtxt`` or numeric version folders; anything else
+(``reports/``, hidden folders) is skipped. Each version loads on its own: a broken one is
+kept with its error (listed by ``/models``, answered 503 to its callers) and the others serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from service.backends.base import Backend
+from service.core.batcher import Batcher
+from service.core.errors import ModelNotFound, ModelUnavailable
+from service.core.images import ResizeRule
+from service.core.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_VERSION = re.compile(r"^[1-9][0-9]*$")
+REQUIRED_OUTPUTS = ("cls_token", "patch_tokens")
+BackendFactory = Callable[[Path], Backend]
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+    state: str = "pending"  # pending -> loading -> ready | failed
+    error: str | None = None
+    manifest: dict = field(default_factory=dict)
+    patch_size: int = 14
+    resize: ResizeRule | None = None
+    max_batch_size: int = 1
+    backend: Backend | None = None
+    batcher: Batcher | None = None
+    load_seconds: float | None = None
+    # Running figures for /models/{name}.
+    images_served: int = 0
+    defect_fraction_sum: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def provider(self) -> str | None:
+        return self.backend.provider if self.backend is not None else None
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.backend.output_names if self.backend is not None else []
+
+
+def read_max_batch_size(config: Path) -> int | None:
+    """``max_batch_size`` from a Triton config.pbtxt (text protobuf), if present."""
+    try:
+        match = re.search(r"^\s*max_batch_size\s*:\s*(\d+)", config.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def parse_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    arch = manifest.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(arch.get("patch_size"), int) or arch["patch_size"] < 1:
+        raise ManifestError(f"{path}: architecture.patch_size (a positive integer) is required")
+    resize = (manifest.get("preprocessing") or {}).get("resize") or {}
+    if not isinstance(resize, dict):
+        raise ManifestError(f"{path}: preprocessing.resize must be an object")
+    try:
+        rule = ResizeRule.from_manifest(resize, arch["patch_size"])
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{path}: preprocessing.resize: {exc}") from None
+    if rule.multiple_of % arch["patch_size"] or rule.min_side > rule.max_side or rule.short_side < 1:
+        raise ManifestError(f"{path}: preprocessing.resize is inconsistent with patch size {arch['patch_size']}")
+    return manifest
+
+
+def discover(repo: Path, names: list[str] | None = None, policy: str = "all") -> list[ModelVersion]:
+    """Every model version in ``repo`` (not loaded yet), sorted by name then version."""
+    found: list[ModelVersion] = []
+    for folder in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = sorted((int(v.name), v) for v in folder.iterdir() if v.is_dir() and _VERSION.match(v.name))
+        is_model = (folder / "config.pbtxt").is_file() or any((v / "manifest.json").exists() or (v / "model.onnx").exists()
+                                                                for _, v in versions)
+        if not is_model:
+            log.debug("skipping %s: not a model folder (no config.pbtxt, no version folder)", folder)
+            continue
+        if names is not None and folder.name not in names:
+            continue
+        if not versions:
+            entry = ModelVersion(folder.name, 0, folder, state="failed", error=f"{folder} has no version folder (1, 2, ...)")
+            log.error("model %s unavailable: %s", folder.name, entry.error)
+            found.append(entry)
+            continue
+        if policy == "latest":
+            versions = versions[-1:]
+        found += [ModelVersion(folder.name, number, path) for number, path in versions]
+    if names is not None:
+        missing = sorted(set(names) - {m.name for m in found})
+        for name in missing:
+            entry = ModelVersion(name, 0, repo / name, state="failed", error=f"model {name!r} is not in {repo}")
+            log.error("model %s unavailable: %s", name, entry.error)
+            found.append(entry)
+    return found
+
+
+class ModelRegistry:
+    def __init__(self, repo: Path, backend_factory: BackendFactory, *, max_batch_size: int, max_queue_delay_s: float,
+                 queue_size: int, metrics: Metrics | None = None, names: list[str] | None = None,
+                 version_policy: str = "all", default_model: str | None = None, warmup: bool = True):
+        self.repo = repo
+        self._factory = backend_factory
+        self._metrics = metrics
+        self._batching = dict(max_batch_size=max_batch_size, max_queue_delay_s=max_queue_delay_s, queue_size=queue_size)
+        self._warmup = warmup
+        self._default = default_model
+        self.versions: list[ModelVersion] = discover(repo, names, version_policy)
+        self._update_info()
+
+    # -- loading ------------------------------------------------------------------------
+    async def load_all(self) -> None:
+        """Load every version in a thread, one after another (bounded memory at start)."""
+        loop = asyncio.get_running_loop()
+        for entry in self.versions:
+            if entry.state != "pending":
+                continue
+            entry.state = "loading"
+            self._update_info()
+            try:
+                await loop.run_in_executor(None, self._load, entry)
+            except Exception as exc:
+                entry.state, entry.error = "failed", f"{type(exc).__name__}: {exc}".replace("\n", " ")
+                log.error("model %s unavailable: %s", entry.key, entry.error)
+                if entry.backend is not None:
+                    entry.backend.close()
+                    entry.backend = None
+            else:
+                entry.batcher = Batcher(entry.key, entry.backend.run, metrics=self._metrics, **{
+                    **self._batching, "max_batch_size": min(self._batching["max_batch_size"], entry.max_batch_size)})
+                entry.batcher.start()
+                entry.state = "ready"
+                log.info("model %s ready on %s in %.2f s", entry.key, entry.provider, entry.load_seconds)
+            self._update_info()
+
+    def _load(self, entry: ModelVersion) -> None:
+        start = time.monotonic()
+        entry.manifest = parse_manifest(entry.path / "manifest.json")
+        entry.patch_size = entry.manifest["architecture"]["patch_size"]
+        entry.resize = ResizeRule.from_manifest(entry.manifest.get("preprocessing", {}).get("resize", {}), entry.patch_size)
+        limits = [n for n in (entry.manifest.get("max_batch_size"), read_max_batch_size(entry.path.parent / "config.pbtxt"))
+                  if isinstance(n, int) and n > 0]
+        entry.max_batch_size = min(limits) if limits else 1 << 30
+        model_file = entry.path / "model.onnx"
+        if not model_file.is_file():
+            raise FileNotFoundError(f"{model_file} is missing")
+        backend = self._factory(model_file)
+        entry.backend = backend
+        names = backend.output_names
+        missing = [n for n in REQUIRED_OUTPUTS if n not in names]
+        if missing:
+            raise ManifestError(f"{model_file} lacks required outputs {missing} (has {names})")
+        inp = backend.inputs[0]
+        if inp.dtype != "uint8" or len(inp.shape) != 4:
+            raise ManifestError(f"{model_file}: input {inp.name!r} must be uint8 [B, H, W, 3], got {inp.dtype} {inp.shape}")
+        if self._warmup:
+            h, w = entry.resize.target(entry.resize.short_side, entry.resize.short_side)
+            backend.run(np.zeros((1, h, w, 3), np.uint8))
+        entry.load_seconds = time.monotonic() - start
+
+    async def close(self, grace_s: float) -> None:
+        batchers = [e.batcher for e in self.versions if e.batcher is not None]
+        await asyncio.gather(*(b.close(grace_s) for b in batchers))
+        for entry in self.versions:
+            if entry.backend is not None:
+                entry.backend.close()
+
+    def start_draining(self) -> None:
+        for entry in self.versions:
+            if entry.batcher is not None:
+                entry.batcher.stop_accepting()
+
+    # -- lookups ------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(e.name for e in self.versions))
+
+    def all_loaded(self) -> bool:
+        """No version is still pending or loading."""
+        return all(e.state in ("ready", "failed") for e in self.versions)
+
+    def ready_versions(self) -> list[ModelVersion]:
+        return [e for e in self.versions if e.state == "ready"]
+
+    def default_name(self) -> str | None:
+        if self._default:
+            return self._default
+        ready = self.ready_versions()
+        repaired = [e for e in ready if e.manifest.get("repair")]
+        pick = repaired or ready or self.versions
+        return pick[0].name if pick else None
+
+    def versions_of(self, name: str) -> list[ModelVersion]:
+        return [e for e in self.versions if e.name == name]
+
+    def resolve(self, name: str | None, version: int | None = None) -> ModelVersion:
+        """The version to serve: the named one, or the highest ready one of ``name``."""
+        name = name or self.default_name()
+        if name is None:
+            raise ModelUnavailable("no model is configured in the repository")
+        candidates = self.versions_of(name)
+        if not candidates:
+            raise ModelNotFound(f"unknown model {name!r}; available: {', '.join(self.names) or 'none'}")
+        if version is not None:
+            match = [e for e in candidates if e.version == version]
+            if not match:
+                have = ", ".join(str(e.version) for e in candidates)
+                raise ModelNotFound(f"model {name!r} has no version {version}; available: {have}")
+            entry = match[0]
+        else:
+            ready = [e for e in candidates if e.state == "ready"]
+            entry = ready[-1] if ready else candidates[-1]
+        if entry.state != "ready":
+            if entry.state == "failed":
+                raise ModelUnavailable(f"model {entry.key} failed to load: {entry.error}")
+            raise ModelUnavailable(f"model {entry.key} is still loading", retry_after=1)
+        return entry
+
+    def _update_info(self) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.model_info.clear()
+        for e in self.versions:
+            self._metrics.model_info.labels(e.name, str(e.version), e.provider or "none", e.state).set(1 if e.state == "ready" else 0)

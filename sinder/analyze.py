@@ -1,0 +1,230 @@
+"""`sinder analyze`: singular-defect statistics of a model on real images, and the pictures a person
+looks at first. Everything lands in one folder: ``report.json``, ``layers.png`` and one
+``images/<name>.png`` per image, each file written atomically."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .atomic import write_json, write_with
+from .defects.directions import directions_summary
+from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, measure_layers
+from .errors import ImageError, SinderError
+from .images import denormalize, load_image
+from .model import LoadedModel
+
+SYNTHETIC_LABEL = "synthetic demo weights"
+
+RULES = {
+    "defect_fraction": "share of patch tokens whose |cos| to the layer's predicted defect direction exceeds "
+                       "mean + 4 std of that image's |cos| (the paper's mask), pooled over images",
+    "high_norm_fraction": "share of patch tokens whose norm is at least 4x the layer's median patch-token norm "
+                          "(median pooled over all images)",
+    "alignment": "|cos| between the predicted direction and the mean unit vector of the layer's high-norm "
+                 "tokens (null when there are none)",
+    "first_defect_layer": "first layer with high-norm tokens whose alignment is at least 0.9",
+    "first_mask_layer": "first layer where the paper's mask flags any token",
+    "tokens": "block outputs before the final LayerNorm",
+}
+
+
+def _load_images(paths: list[Path], resolution: int, progress: bool) -> list[torch.Tensor]:
+    from tqdm import tqdm
+
+    if not paths:
+        raise ImageError("no images to analyse")
+    return [load_image(p, resolution) for p in tqdm(paths, desc="loading images", unit="image",
+                                                    file=sys.stderr, disable=not progress, leave=False)]
+
+
+def _safe_stem(path: Path, used: set[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem) or "image"
+    name, k = stem, 1
+    while name in used:
+        k += 1
+        name = f"{stem}_{k}"
+    used.add(name)
+    return name
+
+
+def _pca_rgb(tokens: torch.Tensor) -> np.ndarray:
+    """``[h, w, C]`` tokens -> ``[h, w, 3]`` in [0, 1]: the first three principal components, min-max scaled."""
+    h, w, c = tokens.shape
+    x = tokens.reshape(-1, c).double()
+    x = x - x.mean(dim=0, keepdim=True)
+    k = min(3, x.shape[0], c)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    proj = x @ vh[:k].T
+    if k < 3:
+        proj = torch.cat([proj, torch.zeros(proj.shape[0], 3 - k, dtype=proj.dtype)], dim=1)
+    lo, hi = proj.min(dim=0).values, proj.max(dim=0).values
+    proj = (proj - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    return proj.reshape(h, w, 3).float().numpy()
+
+
+def _title(text: str, synthetic: bool) -> str:
+    return f"{text} ({SYNTHETIC_LABEL})" if synthetic else text
+
+
+def _image_figure(image: torch.Tensor, rows: list[tuple[str, torch.Tensor]], title: str):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    norms = [t.norm(dim=-1).numpy() for _, t in rows]
+    vmax = max(float(n.max()) for n in norms)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.6 * len(rows)), squeeze=False)
+    picture = denormalize(image)
+    for r, ((label, tokens), norm) in enumerate(zip(rows, norms)):
+        ax = axes[r]
+        ax[0].imshow(picture)
+        ax[0].set_title(f"{label}: image")
+        im = ax[1].imshow(norm, cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
+        ax[1].set_title(f"{label}: last-layer token norm")
+        fig.colorbar(im, ax=ax[1], fraction=0.046, pad=0.04)
+        ax[2].imshow(_pca_rgb(tokens), interpolation="nearest")
+        ax[2].set_title(f"{label}: PCA of last-layer tokens")
+        for a in ax:
+            a.set_xticks([])
+            a.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _layers_figure(runs: list[tuple[str, list[dict]]], title: str):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    for (label, rows), style in zip(runs, ("-", "--")):
+        idx = [r["index"] for r in rows]
+        top.plot(idx, [100 * r["defect_fraction"] for r in rows], style, marker="o", color="tab:red",
+                 label=f"defect fraction, paper's mask ({label})")
+        top.plot(idx, [100 * r["high_norm_fraction"] for r in rows], style, marker="s", color="tab:blue",
+                 label=f"high-norm fraction, >= 4x median ({label})")
+        ratio = [r["max_norm"] / r["median_norm"] if r["median_norm"] > 0 else float("nan") for r in rows]
+        bottom.plot(idx, ratio, style, marker="o", color="tab:purple", label=f"max / median norm ({label})")
+    top.set_ylabel("% of patch tokens")
+    top.legend(fontsize=8)
+    bottom.axhline(DEFAULT_NORM_FACTOR, color="grey", linewidth=0.8, linestyle=":")
+    bottom.set_ylabel("max / median token norm")
+    bottom.set_xlabel("layer (block index)")
+    bottom.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig, dest: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    try:
+        write_with(dest, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
+
+
+def _model_info(loaded: LoadedModel) -> dict:
+    info = loaded.describe()
+    info.update({"embed_dim": loaded.arch.embed_dim, "depth": loaded.arch.depth,
+                 "num_heads": loaded.arch.num_heads, "num_register_tokens": loaded.arch.num_register_tokens,
+                 "patch_size": loaded.arch.patch_size})
+    return info
+
+
+def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, resolution: int = 224,
+                 repaired: LoadedModel | None = None, progress: bool = True) -> dict:
+    """Measure ``loaded`` (and ``repaired``, if given) on the images and write the report and pictures.
+
+    Both models are measured along the original model's predicted directions, so that "after"
+    answers whether the defect the original model has is still there. Returns the report.
+    """
+    from tqdm import tqdm
+
+    from .defects.directions import defect_directions
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SinderError(f"output {out_dir} exists and is not a folder")
+    image_paths = [Path(p) for p in image_paths]
+    if repaired is not None and repaired.arch.embed_dim != loaded.arch.embed_dim:
+        raise SinderError(f"repaired model {repaired.source} has width {repaired.arch.embed_dim}, "
+                          f"the original {loaded.arch.embed_dim}")
+    if repaired is not None and repaired.arch.depth != loaded.arch.depth:
+        raise SinderError(f"repaired model {repaired.source} has {repaired.arch.depth} blocks, "
+                          f"the original {loaded.arch.depth}")
+    images = _load_images(image_paths, resolution, progress)
+    synthetic = bool(loaded.synthetic or (repaired is not None and repaired.synthetic))
+    names = [p.name for p in image_paths]
+
+    directions = defect_directions(loaded.model)
+    summary = directions_summary(loaded.model)
+    before = measure_layers(loaded.model, images, directions, names=names, progress=progress, keep_last_tokens=True)
+    after = None
+    if repaired is not None:
+        after = measure_layers(repaired.model, images, directions, names=names, progress=progress,
+                               keep_last_tokens=True)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "images").mkdir(exist_ok=True)
+    used: set[str] = set()
+    picture_names = []
+    for j, (path, image) in enumerate(tqdm(list(zip(image_paths, images)), desc="pictures", unit="image",
+                                           file=sys.stderr, disable=not progress, leave=False)):
+        rows = [("before" if after is not None else "model", before["last_tokens"][j])]
+        if after is not None:
+            rows.append(("after", after["last_tokens"][j]))
+        name = f"images/{_safe_stem(path, used)}.png"
+        _save(_image_figure(image, rows, _title(path.name, synthetic)), out_dir / name)
+        picture_names.append(name)
+    runs = [("before" if after is not None else loaded.arch.name, before["layers"])]
+    if after is not None:
+        runs.append(("after", after["layers"]))
+    _save(_layers_figure(runs, _title(f"singular defects per layer: {loaded.arch.name}", synthetic)),
+          out_dir / "layers.png")
+
+    report = {
+        "tool": {"name": "sinder", "version": __version__},
+        "synthetic": synthetic,
+        "model": _model_info(loaded),
+        "images": len(images),
+        "image_names": names,
+        "resolution": resolution,
+        "rules": {**RULES, "mask_threshold_std": DEFAULT_MASK_THRESHOLD, "high_norm_factor": DEFAULT_NORM_FACTOR},
+        "layers": before["layers"],
+        "first_defect_layer": before["first_defect_layer"],
+        "first_mask_layer": before["first_mask_layer"],
+        "per_image": before["per_image"],
+        "directions": [{k: v for k, v in row.items() if k != "direction"} for row in summary],
+    }
+    if synthetic:
+        from .demo import DEMO_NOTE
+
+        report["note"] = f"SYNTHETIC: {DEMO_NOTE}"
+    if after is not None:
+        report["repaired"] = {
+            "model": _model_info(repaired),
+            "measured_along": "the original model's predicted directions",
+            "layers": after["layers"],
+            "first_defect_layer": after["first_defect_layer"],
+            "first_mask_layer": after["first_mask_layer"],
+            "per_image": after["per_image"],
+        }
+    report["pictures"] = {"layers": "layers.png", "images": picture_names}
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    # Round-trip through json first so that a serialisation problem never leaves a half report.
+    write_json(out_dir / "report.json", json.loads(json.dumps(report)))
+    return report

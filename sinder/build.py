@@ -1,0 +1,229 @@
+"""``sinder build``: fill a model repository with a model before and after SINDER repair.
+
+Layout (documented in model_repo/README.md):
+
+    model_repo/<name>/config.pbtxt, <name>/1/{model.onnx, manifest.json}         the original
+    model_repo/<name>_sinder/config.pbtxt, <name>_sinder/1/{...}                  the repaired model
+    model_repo/reports/<name>/analysis/                                           analysis of the original
+    model_repo/reports/<name>_sinder/{<name>_sinder.pth, repair_report.json}      repair output
+    model_repo/reports/<name>_sinder/analysis/                                    before/after analysis
+    model_repo/reports/<name>/build.json                                          what the build did
+
+Every step writes atomically and is skipped when its output is already complete, so a
+second run only checks and says what it reuses; ``force`` redoes every step.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import atomic_dir, write_json
+from .errors import SinderError
+from .model import LoadedModel
+
+DEMO_NAME = "dinov2_demo"
+REPAIRED_SUFFIX = "_sinder"
+VERSION = 1
+DEMO_RESOLUTION = 224
+REPORTS = "reports"
+
+
+@dataclass
+class BuildPlan:
+    model_repo: Path
+    name: str
+    force: bool = False
+    progress: bool = True
+    resolution: int = DEMO_RESOLUTION  # analysis and repair resolution
+    images: Path | None = None  # default: the bundled demo photos
+    steps: list[dict] = field(default_factory=list)
+
+    @property
+    def repaired_name(self) -> str:
+        return self.name + REPAIRED_SUFFIX
+
+    def reports(self, name: str) -> Path:
+        return self.model_repo / REPORTS / name
+
+    def version_dir(self, name: str) -> Path:
+        return self.model_repo / name / str(VERSION)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.reports(self.repaired_name) / f"{self.repaired_name}.pth"
+
+    @property
+    def repair_report(self) -> Path:
+        return self.reports(self.repaired_name) / "repair_report.json"
+
+
+def _say(plan: BuildPlan, msg: str) -> None:
+    if plan.progress:
+        print(f"[build] {msg}", file=sys.stderr, flush=True)
+
+
+def _step(plan: BuildPlan, title: str, done: bool, action, reuse_msg: str | None = None):
+    """Run ``action`` unless ``done`` (and not forced); record what happened."""
+    n = len(plan.steps) + 1
+    if done and not plan.force:
+        _say(plan, f"{n}. {title}: reusing {reuse_msg}")
+        plan.steps.append({"step": title, "status": "reused", "seconds": 0.0})
+        return None
+    _say(plan, f"{n}. {title} ...")
+    started = time.perf_counter()
+    result = action()
+    seconds = time.perf_counter() - started
+    _say(plan, f"{n}. {title}: done in {seconds:.1f}s")
+    plan.steps.append({"step": title, "status": "built", "seconds": round(seconds, 2)})
+    return result
+
+
+def _complete_export(version_dir: Path, sha256: str | None) -> bool:
+    from .export.repository import is_complete, read_manifest
+
+    if not is_complete(version_dir):
+        return False
+    found = read_manifest(version_dir).get("provenance", {}).get("sha256")
+    if sha256 is not None and found != sha256:
+        raise SinderError(f"{version_dir} holds another model (sha256 {found}, expected {sha256}); "
+                          "pass --force to rebuild it")
+    return True
+
+
+def _images(plan: BuildPlan) -> list[Path]:
+    from .images import demo_images_dir, list_images
+
+    folder = plan.images if plan.images is not None else demo_images_dir()
+    return list_images(folder)
+
+
+def _analysis(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], out: Path, repaired=None) -> None:
+    try:
+        from .analyze import run_analysis
+    except ImportError:
+        _say(plan, "   (sinder.analyze is not available; analysis skipped)")
+        return
+    with atomic_dir(out, overwrite=True) as tmp:
+        run_analysis(loaded, paths, tmp, resolution=plan.resolution, repaired=repaired, progress=plan.progress)
+
+
+def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
+    """Export ``loaded`` as ``plan.name``, repair it, export the result as ``<name>_sinder``,
+    with analyses and the repair report under ``model_repo/reports/``."""
+    from .export import export_model, is_complete
+    from .export.repository import check_name
+
+    check_name(plan.name)
+    check_name(plan.repaired_name)
+    started = time.perf_counter()
+    original_dir, repaired_dir = plan.version_dir(plan.name), plan.version_dir(plan.repaired_name)
+    paths = _images(plan)
+    if len(paths) < 2:
+        raise SinderError(f"the build needs at least 2 images (training and held out); found {len(paths)}")
+
+    _step(plan, f"export {plan.name} v{VERSION}", _complete_export(original_dir, loaded.sha256),
+          lambda: export_model(loaded, plan.model_repo, plan.name, version=VERSION, overwrite=True,
+                               progress=plan.progress), str(original_dir))
+
+    analysis_dir = plan.reports(plan.name) / "analysis"
+    _step(plan, f"analyse {plan.name} on {len(paths)} images", analysis_dir.is_dir(),
+          lambda: _analysis(plan, loaded, paths, analysis_dir), str(analysis_dir))
+
+    repaired = _repair_or_reuse(plan, loaded, paths, repair_options)
+
+    after_dir = plan.reports(plan.repaired_name) / "analysis"
+    _step(plan, "analyse before/after repair", after_dir.is_dir(),
+          lambda: _analysis(plan, loaded, paths, after_dir, repaired=repaired.model()), str(after_dir))
+
+    _step(plan, f"export {plan.repaired_name} v{VERSION}", _complete_export(repaired_dir, repaired.sha256),
+          lambda: export_model(repaired.model(), plan.model_repo, plan.repaired_name, version=VERSION,
+                               overwrite=True, repair_summary=repaired.report, progress=plan.progress),
+          str(repaired_dir))
+
+    summary = {
+        "synthetic": loaded.synthetic,
+        "models": {plan.name: str(original_dir), plan.repaired_name: str(repaired_dir)},
+        "complete": is_complete(original_dir) and is_complete(repaired_dir),
+        "steps": plan.steps,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_json(plan.reports(plan.name) / "build.json", summary)
+    _say(plan, f"model repository {plan.model_repo} ready in {summary['seconds']:.1f}s "
+               f"({sum(s['status'] == 'reused' for s in plan.steps)} of {len(plan.steps)} steps reused)")
+    return summary
+
+
+class _Repaired:
+    """The repaired model, loaded from its checkpoint only if a step needs it."""
+
+    def __init__(self, plan: BuildPlan, original: LoadedModel, loaded: LoadedModel | None, report: dict):
+        self.plan, self.original, self._loaded, self.report = plan, original, loaded, report
+        self.sha256 = (loaded.sha256 if loaded is not None else report.get("output", {}).get("sha256"))
+
+    def model(self) -> LoadedModel:
+        if self._loaded is None:
+            from .checkpoints import load_model
+
+            arch = self.original.arch
+            self._loaded = load_model(self.plan.checkpoint, arch=arch.name, interpolation=arch.interpolation)
+            self._loaded.synthetic = self.original.synthetic
+        return self._loaded
+
+
+def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], options) -> _Repaired:
+    have = plan.checkpoint.is_file() and plan.repair_report.is_file()
+    if have and not plan.force:
+        report = json.loads(plan.repair_report.read_text())
+        if report.get("model", {}).get("sha256") not in (None, loaded.sha256):
+            raise SinderError(f"{plan.repair_report} is the repair of another model; pass --force to redo it")
+
+    def repair():
+        from .images import split_images
+        from .repair import RepairOptions, run_repair
+
+        opts = options or RepairOptions(resolution=plan.resolution)
+        train, held = split_images(paths, opts.held_out_fraction, seed=opts.seed)
+        if plan.force:
+            shutil.rmtree(plan.reports(plan.repaired_name), ignore_errors=True)
+        plan.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        return run_repair(loaded, train, held, plan.checkpoint, options=opts, progress=plan.progress)
+
+    result = _step(plan, f"repair {plan.name} (SINDER)", have, repair, str(plan.checkpoint))
+    if result is not None:
+        repaired, report = result
+        return _Repaired(plan, loaded, repaired, report)
+    return _Repaired(plan, loaded, None, json.loads(plan.repair_report.read_text()))
+
+
+def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True) -> dict:
+    from .demo import load_demo
+
+    plan = BuildPlan(Path(model_repo), DEMO_NAME, force=force, progress=progress)
+    if not force and _demo_complete(plan):
+        _say(plan, f"{DEMO_NAME} and {plan.repaired_name} v{VERSION} are complete in {plan.model_repo}; "
+                   "checking them (use --force to rebuild)")
+    return build(plan, load_demo(seed=seed))
+
+
+def _demo_complete(plan: BuildPlan) -> bool:
+    from .export import is_complete
+
+    return is_complete(plan.version_dir(plan.name)) and is_complete(plan.version_dir(plan.repaired_name))
+
+
+def build_checkpoint(checkpoint: Path, name: str, model_repo: Path, arch: str | None = None,
+                     interpolation: str | None = None, images: Path | None = None, resolution: int | None = None,
+                     force: bool = False, progress: bool = True) -> dict:
+    from .checkpoints import load_model
+    from .repair import RepairOptions
+
+    loaded = load_model(checkpoint, arch=arch, interpolation=interpolation)
+    opts = RepairOptions(resolution=resolution) if resolution else RepairOptions()
+    plan = BuildPlan(Path(model_repo), name, force=force, progress=progress, images=images,
+                     resolution=opts.resolution)
+    return build(plan, loaded, repair_options=opts)

@@ -1,0 +1,69 @@
+"""`sinder analyze`: per-layer singular-defect statistics on real images, a report and pictures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import SinderError
+from .common import add_model_args, load_from_args
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "analyze",
+        help="measure singular defects on images; write report.json and pictures",
+        description=(
+            "Run the model on every image, compare each layer's tokens with its predicted singular defect "
+            "direction and write OUT/report.json (per-layer defect and high-norm fractions, norms, alignment, "
+            "first defective layer), OUT/layers.png and OUT/images/*.png (image | last-layer token norms | "
+            "PCA colours; before and after with --repaired)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_args(parser)
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="folder of images (with --demo: default the photos bundled with scikit-image)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--repaired", type=Path, metavar="PATH",
+                        help="a repaired checkpoint of the same model, shown and measured beside it")
+    parser.add_argument("--resolution", type=int, default=224,
+                        help="shorter image side in pixels (then cropped down to a multiple of the patch size)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analyze import run_analysis
+    from ..images import demo_images_dir, list_images
+
+    if args.resolution < 14:
+        raise SinderError(f"--resolution must be at least the patch size (14), got {args.resolution}")
+    if args.images is None and not args.demo:
+        raise SinderError("--images DIR is required with --checkpoint")
+    paths = list_images(args.images if args.images is not None else demo_images_dir())
+    loaded = load_from_args(args)
+    repaired = None
+    if args.repaired is not None:
+        from ..checkpoints import load_model
+
+        # The repaired weights have the original's shapes; its architecture settings carry over.
+        repaired = load_model(args.repaired, arch=args.arch or loaded.arch.name,
+                              interpolation=args.interpolation or loaded.arch.interpolation)
+        repaired.synthetic = repaired.synthetic or loaded.synthetic
+    report = run_analysis(loaded, paths, args.out, resolution=args.resolution, repaired=repaired,
+                          progress=not args.no_progress)
+    last = report["layers"][-1]
+    tag = " [SYNTHETIC demo weights]" if report["synthetic"] else ""
+    print(f"analysed{tag} {report['images']} images: first defect layer {report['first_defect_layer']}; "
+          f"last layer defect fraction {last['defect_fraction']:.4f}, high-norm fraction "
+          f"{last['high_norm_fraction']:.4f}, alignment "
+          f"{'n/a' if last['alignment'] is None else format(last['alignment'], '.3f')}")
+    if "repaired" in report:
+        rl = report["repaired"]["layers"][-1]
+        print(f"repaired: last layer defect fraction {rl['defect_fraction']:.4f}, "
+              f"high-norm fraction {rl['high_norm_fraction']:.4f}")
+    print(f"wrote {args.out / 'report.json'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,56 @@
+"""`sinder build`: a model repository with a model before and after SINDER repair, in one command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import SinderError
+from ..model import ARCHS
+from ..model.archs import INTERPOLATIONS
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "build",
+        help="fill a model repository with a model before and after repair (idempotent)",
+        description=(
+            "Export the model as NAME, analyse it, repair it with SINDER, analyse before/after and export the "
+            "repaired model as NAME_sinder (version 1 each), reports under MODEL_REPO/reports/. Steps whose "
+            "output is already complete are reused; --force redoes them. --demo builds the synthetic demo "
+            "model as dinov2_demo / dinov2_demo_sinder."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--demo", action="store_true", help="the synthetic defective demo model (not real weights)")
+    src.add_argument("--checkpoint", type=Path, metavar="PATH", help="a DINOv2 checkpoint (needs --name)")
+    parser.add_argument("--name", help="model name for --checkpoint (the repaired one is NAME_sinder)")
+    parser.add_argument("--arch", choices=sorted(ARCHS), help="override the detected architecture")
+    parser.add_argument("--interpolation", choices=INTERPOLATIONS, help="position-embedding interpolation")
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="images for analysis and repair (default: the bundled demo photos)")
+    parser.add_argument("--resolution", type=int, help="repair/analysis resolution (default: 224 for --demo, "
+                                                       "the repair default otherwise)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the demo model")
+    parser.add_argument("--model-repo", type=Path, default=Path("model_repo"), metavar="DIR")
+    parser.add_argument("--force", action="store_true", help="redo every step")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import build
+
+    if args.demo:
+        if args.name or args.arch or args.interpolation or args.images or args.resolution:
+            raise SinderError("--demo builds dinov2_demo with fixed settings; --name/--arch/--interpolation/"
+                              "--images/--resolution go with --checkpoint")
+        build.build_demo(args.model_repo, force=args.force, seed=args.seed)
+    else:
+        if not args.name:
+            raise SinderError("--checkpoint needs --name (the model's folder name in the repository)")
+        build.build_checkpoint(args.checkpoint, args.name, args.model_repo, arch=args.arch,
+                               interpolation=args.interpolation, images=args.images, resolution=args.resolution,
+                               force=args.force)
+    return 0

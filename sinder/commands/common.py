@@ -1,0 +1,35 @@
+"""Options shared by the subcommands that take a model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..model import ARCHS, LoadedModel
+from ..model.archs import INTERPOLATIONS
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, metavar="PATH",
+                     help="DINOv2 checkpoint: official .pth, Hugging Face Dinov2Model (.safetensors/.bin) or SINDER")
+    src.add_argument("--demo", action="store_true",
+                     help="use the synthetic defective DINOv2 generated from --seed (not real weights)")
+    parser.add_argument("--arch", choices=sorted(ARCHS), help="override the architecture detected from the checkpoint")
+    parser.add_argument("--interpolation", choices=INTERPOLATIONS,
+                        help="position-embedding interpolation (default: the checkpoint's origin)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the demo model (default: 0)")
+
+
+def load_from_args(args: argparse.Namespace) -> LoadedModel:
+    if args.demo:
+        from ..demo import load_demo
+
+        loaded = load_demo(seed=args.seed)
+        if args.interpolation:
+            loaded.model.interpolation = args.interpolation
+            loaded.arch = loaded.arch.with_(interpolation=args.interpolation)
+        return loaded
+    from ..checkpoints import load_model
+
+    return load_model(args.checkpoint, arch=args.arch, interpolation=args.interpolation)

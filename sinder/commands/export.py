@@ -1,0 +1,78 @@
+"""`sinder export`: a checkpoint (or the demo model) into a Triton-compatible model repository."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import SinderError
+from .common import add_model_args, load_from_args
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX into a Triton-compatible model repository",
+        description=(
+            "Write MODEL_REPO/NAME/<version>/model.onnx and manifest.json and MODEL_REPO/NAME/config.pbtxt. "
+            "The graph takes uint8 RGB images [B, H, W, 3] (normalised inside), with dynamic batch, height "
+            "and width, and returns cls_token, patch_tokens, (register_tokens,) token_norms, "
+            "defect_alignment and defect_mask. Parity with PyTorch is measured and written to the manifest; "
+            "the export fails if it is out of bounds."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_args(parser)
+    parser.add_argument("--name", required=True, help="model name (the folder under --model-repo)")
+    parser.add_argument("--model-repo", type=Path, default=Path("model_repo"), metavar="DIR",
+                        help="the model repository")
+    parser.add_argument("--version", type=int, help="version number (default: highest existing + 1)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                        help="fp16: float16 matrix products (LayerNorm, softmax, diagnostics in float32)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument("--int8", action="store_true",
+                        help="also export NAME_int8, a CPU variant with dynamically quantized Linear weights")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="Triton's max_batch_size")
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset (default 20; 23 fuses attention but needs onnxruntime >= 1.22)")
+    parser.add_argument("--instance-kind", choices=("KIND_GPU", "KIND_CPU"),
+                        help="Triton instance_group kind (default: KIND_GPU, KIND_CPU for int8)")
+    parser.add_argument("--repair-report", type=Path, metavar="JSON",
+                        help="repair_report.json of this checkpoint (default: the one beside --checkpoint, if any)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _repair_report(args) -> dict | None:
+    path = args.repair_report
+    if path is None and args.checkpoint is not None:
+        beside = Path(args.checkpoint).parent / "repair_report.json"
+        path = beside if beside.is_file() else None
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SinderError(f"cannot read repair report {path}: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import export_model
+    from ..export.graph import DEFAULT_OPSET
+
+    loaded = load_from_args(args)
+    report = _repair_report(args)
+    common = dict(repair_summary=report, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
+                  opset=args.opset or DEFAULT_OPSET)
+    from ..export.api import default_direction
+
+    direction = default_direction(loaded)  # computed once for both variants
+    out = export_model(loaded, args.model_repo, args.name, version=args.version, precision=args.precision,
+                       direction=direction, instance_kind=args.instance_kind, **common)
+    print(out)
+    if args.int8:
+        out8 = export_model(loaded, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
+                            direction=direction, instance_kind=args.instance_kind or "KIND_CPU", **common)
+        print(out8)
+    return 0

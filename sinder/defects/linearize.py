@@ -1,0 +1,161 @@
+"""Linear maps that stand in for one transformer block, as in the SINDER paper.
+
+Each block ``x + ls1*attn(norm1(x))`` then ``x + ls2*ffn(norm2(x))`` is replaced by
+``(I + F)(I + A)`` where
+
+- ``A = diag(ls1) W_proj W_v diag(norm1.weight) P`` with ``P = I - 11^T/C`` the LayerNorm
+  centering (the value path: attention weights are a convex mix, so a shared direction
+  survives them), and
+- ``F = diag(ls2) W_out L diag(norm2.weight) P`` with ``L`` the least-squares linear fit of
+  the FFN's inner non-linearity to standard-normal inputs ``X`` (``Y ~ X L^T``, no intercept).
+
+The reference code draws 100 000 samples and calls ``lstsq``. The fit has a closed form for
+standard-normal inputs: ``E[X X^T] = I`` so the population solution is ``L = E[y(X) X^T]``, and
+Stein's lemma (``E[X g(X)] = E[grad g(X)]``) reduces it to one-dimensional Gaussian expectations
+per hidden unit, which Gauss-Hermite quadrature gives to float precision. That is what the
+sampled fit converges to, without the sampling noise and in a fraction of the time;
+``sampled_*`` below is the reference's sampled fit, used to check the closed form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_QUAD_POINTS = 96
+
+
+def _hermite(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes and weights with ``E[f(e)] ~ sum w f(x)`` for ``e ~ N(0, 1)``."""
+    x, w = np.polynomial.hermite_e.hermegauss(_QUAD_POINTS)
+    return torch.tensor(x, dtype=dtype), torch.tensor(w / math.sqrt(2 * math.pi), dtype=dtype)
+
+
+def _gelu_grad(z: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    if approximate == "tanh":
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(F.gelu(z, approximate="tanh").sum(), z)
+        return g
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return cdf + z * pdf
+
+
+def _silu_grad(z: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+def gelu_fit(weight: torch.Tensor, bias: torch.Tensor | None, approximate: str = "none") -> torch.Tensor:
+    """``L [H, C]`` of the least-squares fit ``gelu(W x + b) ~ L x`` over ``x ~ N(0, I)``.
+
+    Per hidden unit ``z = w.x + b ~ N(b, |w|^2)`` and ``E[x gelu(z)] = w E[gelu'(z)]``: a unit
+    whose bias sits far below zero relative to ``|w|`` (one that rarely fires on such inputs)
+    gets a small slope.
+    """
+    w = weight.double()
+    b = bias.double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    nodes, qw = _hermite(torch.float64)
+    scale = w.norm(dim=1)
+    z = b[:, None] + scale[:, None] * nodes[None, :]
+    slope = (_gelu_grad(z, approximate) * qw).sum(dim=1)
+    return slope[:, None] * w
+
+
+def swiglu_fit(weight12: torch.Tensor, bias12: torch.Tensor | None) -> torch.Tensor:
+    """``L [H, C]`` of the fit ``silu(W1 x + b1) * (W2 x + b2) ~ L x`` over ``x ~ N(0, I)``.
+
+    Stein: ``E[x f] = w1 E[silu'(z1) z2] + w2 E[silu(z1)]``; with ``z2 = b2 + (w1.w2/|w1|^2)(z1 - b1)
+    + independent noise``, both are one-dimensional expectations over ``z1``.
+    """
+    w1, w2 = weight12.double().chunk(2, dim=0)
+    if bias12 is not None:
+        b1, b2 = bias12.double().chunk(2)
+    else:
+        b1 = torch.zeros(w1.shape[0], dtype=torch.float64)
+        b2 = torch.zeros_like(b1)
+    nodes, qw = _hermite(torch.float64)
+    s1 = w1.norm(dim=1).clamp_min(1e-30)
+    rho = (w1 * w2).sum(dim=1) / s1  # covariance of z1, z2 over the std of z1
+    z1 = b1[:, None] + s1[:, None] * nodes[None, :]
+    z2_mean = b2[:, None] + rho[:, None] * nodes[None, :]
+    a = ((_silu_grad(z1) * z2_mean) * qw).sum(dim=1)
+    c = (F.silu(z1) * qw).sum(dim=1)
+    return a[:, None] * w1 + c[:, None] * w2
+
+
+def _ffn_activation(mlp) -> str:
+    act = getattr(mlp, "act", None)
+    return getattr(act, "approximate", "none") if act is not None else "none"
+
+
+def ffn_fit(mlp) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``L [H, C]``, the output weight ``[C, H]``) for a GELU (fc1/fc2) or SwiGLU (w12/w3) FFN."""
+    if hasattr(mlp, "w12"):
+        return swiglu_fit(mlp.w12.weight, mlp.w12.bias), mlp.w3.weight.double()
+    if hasattr(mlp, "fc1"):
+        return gelu_fit(mlp.fc1.weight, mlp.fc1.bias, _ffn_activation(mlp)), mlp.fc2.weight.double()
+    raise TypeError(f"cannot linearise an FFN of type {type(mlp).__name__}")
+
+
+def sampled_ffn_fit(mlp, n_samples: int, generator: torch.Generator, chunk: int = 8192) -> torch.Tensor:
+    """The reference code's fit: ``lstsq`` of the FFN's inner activations on ``n_samples`` normal inputs.
+
+    Accumulates the normal equations in chunks so that memory stays flat.
+    """
+    c = (mlp.w12.weight if hasattr(mlp, "w12") else mlp.fc1.weight).shape[1]
+    xtx = torch.zeros(c, c, dtype=torch.float64)
+    xty = None
+    done = 0
+    with torch.no_grad():
+        while done < n_samples:
+            m = min(chunk, n_samples - done)
+            x = torch.randn(m, c, generator=generator, dtype=torch.float64)
+            xf = x.to(mlp_dtype(mlp))
+            if hasattr(mlp, "w12"):
+                x1, x2 = mlp.w12(xf).chunk(2, dim=-1)
+                y = (F.silu(x1) * x2).double()
+            else:
+                y = mlp.act(mlp.fc1(xf)).double()
+            xtx += x.T @ x
+            xty = x.T @ y if xty is None else xty + x.T @ y
+            done += m
+    return torch.linalg.solve(xtx, xty).T
+
+
+def mlp_dtype(mlp) -> torch.dtype:
+    return next(mlp.parameters()).dtype
+
+
+def centering(c: int) -> torch.Tensor:
+    return torch.eye(c, dtype=torch.float64) - torch.full((c, c), 1.0 / c, dtype=torch.float64)
+
+
+def attention_map(block) -> torch.Tensor:
+    """``A [C, C]``: layer scale, output projection, value projection, LayerNorm weight, centering."""
+    c = block.ls1.gamma.shape[0]
+    w_v = block.attn.qkv.weight.double()[2 * c :]
+    a = (block.ls1.gamma.double()[:, None] * block.attn.proj.weight.double()) @ w_v
+    return (a * block.norm1.weight.double()[None, :]) @ centering(c)
+
+
+def ffn_map(block, fit: torch.Tensor | None = None) -> torch.Tensor:
+    """``F [C, C]`` of the block's FFN branch (``fit`` overrides the closed-form fit)."""
+    c = block.ls2.gamma.shape[0]
+    lin, w_out = ffn_fit(block.mlp)
+    if fit is not None:
+        lin = fit.double()
+    f = (block.ls2.gamma.double()[:, None] * w_out) @ lin
+    return (f * block.norm2.weight.double()[None, :]) @ centering(c)
+
+
+def block_map(block, fit: torch.Tensor | None = None) -> torch.Tensor:
+    """``(I + F)(I + A)``, the block's linear stand-in."""
+    c = block.ls1.gamma.shape[0]
+    eye = torch.eye(c, dtype=torch.float64)
+    with torch.no_grad():
+        return (eye + ffn_map(block, fit)) @ (eye + attention_map(block))

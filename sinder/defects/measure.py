@@ -1,0 +1,164 @@
+"""What singular defects look like on real tokens: the paper's mask, high-norm tokens, and
+per-layer statistics over an image set."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_MASK_THRESHOLD = 4.0  # the reference code's mask_thr
+DEFAULT_NORM_FACTOR = 4.0
+# Keep every layer's tokens for the alignment statistic only below this size; above it the
+# images are run a second time instead.
+_KEEP_TOKENS_BYTES = 768 * 2**20
+
+
+def token_cosines(patch_tokens: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """|cosine| of each ``[N, C]`` token with ``direction`` ``[C]``."""
+    d = F.normalize(direction.to(patch_tokens.dtype), dim=0)
+    return (F.normalize(patch_tokens, dim=-1) @ d).abs()
+
+
+def defect_mask(patch_tokens: torch.Tensor, direction: torch.Tensor,
+                threshold_std: float = DEFAULT_MASK_THRESHOLD) -> torch.Tensor:
+    """The paper's rule on one image's ``[N, C]`` patch tokens: ``|cos| > mean + k * std``.
+
+    Statistics are over the image's own tokens (unbiased std, as ``torch.std``), so past
+    roughly 1/(1+k^2) of tokens aligned with ``direction`` the threshold exceeds 1 and
+    nothing is flagged.
+    """
+    cos = token_cosines(patch_tokens.float(), direction.float())
+    if cos.numel() < 2:
+        return torch.zeros_like(cos, dtype=torch.bool)
+    return cos > cos.mean() + threshold_std * cos.std()
+
+
+def high_norm_mask(patch_tokens: torch.Tensor, factor: float = DEFAULT_NORM_FACTOR,
+                   median: float | torch.Tensor | None = None) -> torch.Tensor:
+    """Tokens whose norm is at least ``factor`` times ``median`` (default: these tokens' median norm)."""
+    norms = patch_tokens.float().norm(dim=-1)
+    if median is None:
+        median = norms.median()
+    return norms >= factor * float(median)
+
+
+def _patch_tokens_per_layer(vit, image: torch.Tensor) -> list[torch.Tensor]:
+    dtype = next(vit.parameters()).dtype
+    with torch.no_grad():
+        outs = vit.block_outputs(image.unsqueeze(0).to(dtype))
+    return [vit.split(t)["patch"][0].float() for t in outs]
+
+
+def _mean_unit(vectors: torch.Tensor) -> torch.Tensor | None:
+    if vectors.shape[0] == 0:
+        return None
+    return F.normalize(vectors, dim=-1).mean(dim=0)
+
+
+def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
+                   threshold_std: float = DEFAULT_MASK_THRESHOLD, norm_factor: float = DEFAULT_NORM_FACTOR,
+                   names: list[str] | None = None, progress: bool = False,
+                   keep_last_tokens: bool = False) -> dict:
+    """Per-layer defect statistics over ``images`` (each ``[3, H, W]``, normalised).
+
+    Returns ``{"layers": [...], "per_image": [...], "first_defect_layer": int | None,
+    "first_mask_layer": int | None}`` (and ``"last_tokens"``, a list of ``[h, w, C]`` tensors,
+    with ``keep_last_tokens``). Norms and fractions are pooled over all patch tokens of all
+    images; the high-norm threshold is ``norm_factor`` times the layer's pooled median.
+    """
+    vit = getattr(model, "model", model)
+    vit.eval()
+    if not images:
+        raise ValueError("measure_layers needs at least one image")
+    depth = len(vit.blocks)
+    if directions.shape[0] != depth:
+        raise ValueError(f"{directions.shape[0]} directions for a model of depth {depth}")
+    names = names or [f"image_{i}" for i in range(len(images))]
+    p = vit.patch_size
+    grids = [(img.shape[-2] // p, img.shape[-1] // p) for img in images]
+    n_tokens = sum(h * w for h, w in grids)
+    keep = n_tokens * depth * vit.cfg.embed_dim * 2 <= _KEEP_TOKENS_BYTES
+
+    norms = [[] for _ in range(depth)]
+    flagged = [[] for _ in range(depth)]
+    kept = [[] for _ in range(depth)]
+    last_tokens = []
+    iterator = images
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(images, desc="measuring", unit="image", leave=False)
+    for img, (h, w) in zip(iterator, grids):
+        layers = _patch_tokens_per_layer(vit, img)
+        for i, tok in enumerate(layers):
+            norms[i].append(tok.norm(dim=-1))
+            flagged[i].append(defect_mask(tok, directions[i], threshold_std))
+            if keep:
+                kept[i].append(tok.half())
+        if keep_last_tokens:
+            last_tokens.append(layers[-1].reshape(h, w, -1))
+
+    medians = [torch.cat(n).median() for n in norms]
+
+    # Sum of unit vectors of high-norm tokens per layer (pooled threshold known only now).
+    unit_sums = [torch.zeros(vit.cfg.embed_dim) for _ in range(depth)]
+    high_counts = [0] * depth
+    for j, img in enumerate(images):
+        layers = [k[j].float() for k in kept] if keep else _patch_tokens_per_layer(vit, img)
+        for i, tok in enumerate(layers):
+            mask = norms[i][j] >= norm_factor * medians[i]
+            if mask.any():
+                unit_sums[i] += F.normalize(tok[mask], dim=-1).sum(dim=0)
+                high_counts[i] += int(mask.sum())
+
+    rows = []
+    for i in range(depth):
+        all_norms = torch.cat(norms[i])
+        all_flags = torch.cat(flagged[i])
+        if high_counts[i]:
+            mean_unit = unit_sums[i] / high_counts[i]
+            alignment = float(token_cosines(mean_unit[None], directions[i])[0])
+        else:
+            alignment = None
+        rows.append({
+            "index": i,
+            "defect_fraction": float(all_flags.float().mean()),
+            "defect_tokens": int(all_flags.sum()),
+            "high_norm_fraction": high_counts[i] / all_norms.numel(),
+            "high_norm_tokens": high_counts[i],
+            "median_norm": float(medians[i]),
+            "max_norm": float(all_norms.max()),
+            "alignment": alignment,
+        })
+
+    last = depth - 1
+    per_image = []
+    for j, name in enumerate(names):
+        n = norms[last][j]
+        per_image.append({
+            "name": name,
+            "grid": list(grids[j]),
+            "tokens": int(n.numel()),
+            "defect_fraction": float(flagged[last][j].float().mean()),
+            "high_norm_fraction": float((n >= norm_factor * medians[last]).float().mean()),
+            "median_norm": float(n.median()),
+            "max_norm": float(n.max()),
+        })
+
+    result = {
+        "layers": rows,
+        "per_image": per_image,
+        "first_defect_layer": first_defect_layer(rows),
+        "first_mask_layer": next((r["index"] for r in rows if r["defect_tokens"] > 0), None),
+    }
+    if keep_last_tokens:
+        result["last_tokens"] = last_tokens
+    return result
+
+
+def first_defect_layer(rows: list[dict], min_alignment: float = 0.9) -> int | None:
+    """The first layer whose high-norm tokens exist and lie along the predicted direction."""
+    for r in rows:
+        if r["high_norm_tokens"] > 0 and r["alignment"] is not None and r["alignment"] >= min_alignment:
+            return r["index"]
+    return None

@@ -1,0 +1,25 @@
+"""ONNX export into a Triton-compatible model repository, with defect diagnostics in the graph."""
+
+from .api import PRECISIONS, default_direction, export_model
+from .manifest import Resolution, build_manifest, repair_summary_of
+from .parity import measure_parity
+from .repository import is_complete, next_version, read_manifest, versions
+from .triton import config_pbtxt
+from .wrapper import ExportWrapper, defect_diagnostics
+
+__all__ = [
+    "PRECISIONS",
+    "ExportWrapper",
+    "Resolution",
+    "build_manifest",
+    "config_pbtxt",
+    "default_direction",
+    "defect_diagnostics",
+    "export_model",
+    "is_complete",
+    "measure_parity",
+    "next_version",
+    "read_manifest",
+    "repair_summary_of",
+    "versions",
+]

@@ -1,0 +1,135 @@
+"""``export_model``: a model in, a complete Triton model folder version out."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_dir, write_bytes, write_json
+from ..errors import SinderError
+from ..model import LoadedModel
+from . import graph, parity, quantize, repository
+from .manifest import Resolution, build_manifest, repair_summary_of, tensor_specs
+from .triton import config_pbtxt
+from .wrapper import THRESHOLD_STD, ExportWrapper
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_MAX_BATCH = 32
+HIGH_NORM_FACTOR = 4.0
+
+
+def _log(msg: str, progress: bool) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def default_direction(loaded: LoadedModel) -> torch.Tensor:
+    """The predicted singular defect direction of the last block (SINDER's linearisation)."""
+    from ..defects.directions import defect_directions
+
+    return defect_directions(loaded.model)[-1]
+
+
+def export_model(
+    loaded: LoadedModel,
+    model_repo: Path,
+    name: str,
+    version: int | None = None,
+    precision: str = "fp32",
+    direction: torch.Tensor | None = None,
+    repair_summary: dict | None = None,
+    overwrite: bool = False,
+    max_batch_size: int = DEFAULT_MAX_BATCH,
+    resolution: Resolution = Resolution(),
+    threshold_std: float = THRESHOLD_STD,
+    opset: int = graph.DEFAULT_OPSET,
+    instance_kind: str | None = None,
+    parity_cases: list[tuple[int, int, int]] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Export ``loaded`` to ``model_repo/name/<version>/`` (model.onnx, manifest.json) and
+    write ``model_repo/name/config.pbtxt``. Returns the version folder.
+
+    ``version`` defaults to the highest existing one + 1; an existing version is refused
+    unless ``overwrite``. ``precision`` "int8" is a CPU variant: fp32 graph with dynamically
+    quantized Linear weights. The version folder is built under a temporary name and renamed
+    into place only once the checker and the parity checks pass.
+    """
+    if precision not in PRECISIONS:
+        raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if max_batch_size < 1:
+        raise SinderError(f"max batch size must be at least 1, not {max_batch_size}")
+    if version is not None and version < 1:
+        raise SinderError(f"version must be a positive integer, not {version}")
+    repository.check_name(name)
+    arch = loaded.arch
+    try:
+        resolution.validate(arch.patch_size)
+    except ValueError as exc:
+        raise SinderError(str(exc)) from None
+    model = loaded.model.eval()
+    model_dir = Path(model_repo) / name
+    version = version if version is not None else repository.next_version(model_dir)
+    version_dir = model_dir / str(version)
+    if version_dir.exists() and not overwrite:
+        raise SinderError(f"{version_dir} already exists; pass --overwrite to replace it, or another --version")
+
+    if direction is None:
+        _log(f"[export {name}] computing the defect direction of the last block", progress)
+        direction = default_direction(loaded)
+    direction = direction.detach().float().reshape(-1)
+    if direction.numel() != arch.embed_dim:
+        raise SinderError(f"defect direction has {direction.numel()} values; {arch.name} has width {arch.embed_dim}")
+    if not torch.isfinite(direction).all() or float(direction.norm()) == 0.0:
+        raise SinderError("defect direction must be a finite, non-zero vector")
+    direction = direction / direction.norm()
+
+    cases = parity_cases or parity.default_cases(arch.patch_size, resolution.min_side, resolution.max_side,
+                                                 resolution.short_side)
+    graph_precision = "fp16" if precision == "fp16" else "fp32"
+    wrapper = ExportWrapper(model, direction, precision=graph_precision, threshold_std=threshold_std)
+    started = time.perf_counter()
+    with atomic_dir(version_dir, overwrite=overwrite) as tmp:
+        _log(f"[export {name}] 1/3 tracing {arch.name} to ONNX ({graph_precision}, opset {opset})", progress)
+        onnx_path = tmp / repository.MODEL_FILE
+        if precision == "int8":
+            fp32_path = tmp / ".fp32.onnx"
+            graph.export_graph(wrapper, fp32_path, resolution.min_side, resolution.max_side, max_batch_size, opset)
+            _log(f"[export {name}]     quantizing Linear weights to int8", progress)
+            quantize.quantize_int8(fp32_path, onnx_path)
+            for p in tmp.glob(".fp32.onnx*"):
+                p.unlink()
+        else:
+            graph.export_graph(wrapper, onnx_path, resolution.min_side, resolution.max_side, max_batch_size, opset)
+        external = (tmp / (repository.MODEL_FILE + ".data")).exists()
+        _log(f"[export {name}] 2/3 onnx.checker (full_check)", progress)
+        _check(onnx_path)
+        _log(f"[export {name}] 3/3 parity with PyTorch at {len(cases)} batch/resolution cases", progress)
+        figures = parity.measure_parity(model, onnx_path, direction, precision, cases, threshold_std)
+        manifest = build_manifest(
+            loaded=loaded, name=name, version=version, precision=precision, max_batch_size=max_batch_size,
+            resolution=resolution, direction=direction, direction_layer=arch.depth - 1,
+            threshold_std=threshold_std, high_norm_factor=HIGH_NORM_FACTOR, parity=figures,
+            repair=repair_summary_of(repair_summary), opset=opset, external_data=external,
+            extra={"export_seconds": round(time.perf_counter() - started, 2)},
+        )
+        write_json(tmp / repository.MANIFEST_FILE, manifest)
+    kind = instance_kind or ("KIND_CPU" if precision == "int8" else "KIND_GPU")
+    inputs, outputs = tensor_specs(arch.embed_dim, arch.num_register_tokens, precision)
+    write_bytes(model_dir / repository.CONFIG_FILE,
+                config_pbtxt(name, inputs, outputs, max_batch_size, instance_kind=kind).encode())
+    _log(f"[export {name}] wrote {version_dir} in {time.perf_counter() - started:.1f}s", progress)
+    return version_dir
+
+
+def _check(path: Path) -> None:
+    import onnx
+
+    try:
+        # by path: works past the 2 GB limit, where the model keeps its weights in external data
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise SinderError(f"onnx.checker rejected {path.name}: {exc}") from exc

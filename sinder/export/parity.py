@@ -1,0 +1,191 @@
+"""Numeric parity of an exported graph with the PyTorch model it came from.
+
+The reference is the untouched PyTorch model in float32 (``forward_features`` and
+``block_outputs``), fed the same uint8 pixels normalised in PyTorch.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import SinderError
+from ..model import IMAGENET_MEAN, IMAGENET_STD, DinoVisionTransformer
+from .wrapper import defect_diagnostics
+
+FP32_MAX_ABS = 1e-4
+FP16_MIN_COSINE = 0.999
+INT8_MIN_COSINE = 0.99
+MAX_ILL_CONDITIONED = 0.01  # fraction of tokens that may be excluded from the fp32 max abs
+FEATURES = ("cls_token", "patch_tokens", "register_tokens")
+
+
+def parity_images(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Deterministic uint8 ``[B, H, W, 3]`` images: smooth shapes plus texture, not pure noise,
+    so that tokens differ the way they do on photos (flat regions and edges)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.empty((batch, height, width, 3), dtype=np.uint8)
+    for i in range(batch):
+        img = np.zeros((height, width, 3), np.float32) + rng.uniform(0, 255, 3)
+        for _ in range(4):
+            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+            r = rng.uniform(0.1, 0.4) * min(height, width)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            img += blob[..., None] * rng.uniform(-150, 150, 3)
+        img += rng.normal(0, 12, (height, width, 1)) * (xx / width)[..., None]
+        out[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
+
+
+def reference_outputs(model: DinoVisionTransformer, images: np.ndarray, direction: torch.Tensor,
+                      threshold_std: float) -> dict[str, np.ndarray]:
+    """The graph's outputs computed with the PyTorch model, in the model's dtype."""
+    dtype = next(model.parameters()).dtype
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(dtype) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).reshape(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=dtype).reshape(1, 3, 1, 1)
+    x = (x - mean) / std
+    b, gh, gw = images.shape[0], images.shape[1] // model.patch_size, images.shape[2] // model.patch_size
+    with torch.no_grad():
+        out = model.forward_features(x)
+        last = model.split(out["x_prenorm"])["patch"]
+        norms, align, mask = defect_diagnostics(last, direction, threshold_std)
+    ref = {
+        "cls_token": out["x_norm_clstoken"],
+        "patch_tokens": out["x_norm_patchtokens"].reshape(b, gh, gw, -1),
+        "token_norms": norms.reshape(b, gh, gw),
+        "defect_alignment": align.reshape(b, gh, gw),
+        "defect_mask": mask.reshape(b, gh, gw),
+    }
+    if model.num_register_tokens:
+        ref["register_tokens"] = out["x_norm_regtokens"]
+    return {k: v.numpy() for k, v in ref.items()}
+
+
+def ill_conditioned(model: DinoVisionTransformer, images: np.ndarray, ref32: dict[str, np.ndarray],
+                    feats: list[str], direction: torch.Tensor, threshold_std: float) -> dict[str, np.ndarray]:
+    """Per feature, a mask of the tokens whose float32 PyTorch value is itself more than half the
+    fp32 bound away from float64: float32 rounding alone moves them, so no float32 engine can be
+    held to the bound there (a sharp non-linearity near its switching point)."""
+    ref64 = reference_outputs(copy.deepcopy(model).double(), images, direction.double(), threshold_std)
+    return {f: np.abs(ref32[f].astype(np.float64) - ref64[f]).max(axis=-1) > FP32_MAX_ABS / 2 for f in feats}
+
+
+def run_session(session, images: np.ndarray) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"images": images})))
+
+
+def make_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+
+
+def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.reshape(-1, a.shape[-1]).astype(np.float64)
+    b = b.reshape(-1, b.shape[-1]).astype(np.float64)
+    num = (a * b).sum(-1)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return float(np.mean(num / np.maximum(den, 1e-30)))
+
+
+def default_cases(patch_size: int, min_side: int, max_side: int, short_side: int) -> list[tuple[int, int, int]]:
+    """Batch 1 and 4, at a square and a non-square resolution within the bounds."""
+    side = min(max(short_side // patch_size * patch_size, min_side), max_side)
+    wide = min(side + 4 * patch_size, max_side)
+    if wide == side:  # bounds too tight for a wider image: go narrower
+        wide = max(side - 2 * patch_size, min_side)
+    return [(1, side, side), (4, side, side), (1, side, wide), (4, side, wide)]
+
+
+def measure_parity(
+    model: DinoVisionTransformer,
+    onnx_path: Path,
+    direction: torch.Tensor,
+    precision: str,
+    cases: list[tuple[int, int, int]],
+    threshold_std: float,
+    session=None,
+) -> dict:
+    """Compare the graph at ``onnx_path`` with ``model`` on ``cases`` (batch, height, width).
+
+    For fp32, tokens where float32 PyTorch itself strays from float64 by more than half the
+    bound are excluded from the max abs and counted (``ill_conditioned_tokens``); this needs a
+    float64 run, done only for a case that misses the bound. Returns the manifest's
+    ``parity`` block. Raises ``SinderError`` when the figures miss the
+    bounds: fp32 max abs ≤ 1e-4 on the features, fp16 mean cosine ≥ 0.999, int8 ≥ 0.99.
+    """
+    session = session or make_session(onnx_path)
+    feats = [f for f in FEATURES if f != "register_tokens" or model.num_register_tokens]
+    rows, worst_abs, worst_cos = [], {f: 0.0 for f in feats}, {f: 1.0 for f in feats}
+    for i, (b, h, w) in enumerate(cases):
+        images = parity_images(b, h, w, seed=i)
+        ref = reference_outputs(model, images, direction, threshold_std)
+        got = run_session(session, images)
+        row = {"batch": b, "height": h, "width": w, "max_abs": {}, "mean_cosine": {}}
+        for f in feats:
+            if got[f].shape != ref[f].shape:
+                raise SinderError(f"exported {f} has shape {got[f].shape}, expected {ref[f].shape} at {b}x{h}x{w}")
+        if precision == "fp32" and any(_max_abs(got[f], ref[f]) > FP32_MAX_ABS for f in feats):
+            unstable = ill_conditioned(model, images, ref, feats, direction, threshold_std)
+            row["ill_conditioned_tokens"] = {f: int(m.sum()) for f, m in unstable.items()}
+            row["max_abs_all_tokens"] = {f: _max_abs(got[f], ref[f]) for f in feats}
+        else:
+            unstable = {}
+        for f in feats:
+            keep = ~unstable[f] if f in unstable else None
+            if keep is not None and unstable[f].mean() > MAX_ILL_CONDITIONED:
+                raise SinderError(f"{f}: {unstable[f].mean():.1%} of tokens at {b}x{h}x{w} change by more than "
+                                  f"{FP32_MAX_ABS / 2:g} between float32 and float64 PyTorch; the model is too "
+                                  "ill-conditioned for a float32 parity check")
+            row["max_abs"][f] = _max_abs(got[f][keep], ref[f][keep]) if keep is not None and keep.any() else (
+                _max_abs(got[f], ref[f]) if keep is None else 0.0)
+            row["mean_cosine"][f] = _mean_cosine(got[f], ref[f])
+            worst_abs[f] = max(worst_abs[f], row["max_abs"][f])
+            worst_cos[f] = min(worst_cos[f], row["mean_cosine"][f])
+        row["max_abs"]["token_norms_relative"] = _max_abs(got["token_norms"], ref["token_norms"]) / max(
+            float(np.abs(ref["token_norms"]).max()), 1e-12)
+        row["max_abs"]["defect_alignment"] = _max_abs(got["defect_alignment"], ref["defect_alignment"])
+        row["defect_mask_agreement"] = float((got["defect_mask"] == ref["defect_mask"]).mean())
+        if b > 1:
+            alone = run_session(session, images[:1])
+            row["batch_vs_alone_max_abs"] = max(_max_abs(alone[f], got[f][:1]) for f in feats)
+        rows.append(row)
+    result = {
+        "reference": "PyTorch float32 model on the same uint8 images",
+        "precision": precision,
+        "max_abs": worst_abs,
+        "min_mean_cosine": worst_cos,
+        "batch_vs_alone_max_abs": max((r.get("batch_vs_alone_max_abs", 0.0) for r in rows), default=0.0),
+        "cases": rows,
+    }
+    _enforce(result, precision, feats)
+    return result
+
+
+def _enforce(result: dict, precision: str, feats: list[str]) -> None:
+    if precision == "fp32":
+        bad = {f: v for f, v in result["max_abs"].items() if f in ("cls_token", "patch_tokens") and not v <= FP32_MAX_ABS}
+        if bad:
+            raise SinderError("fp32 export differs from PyTorch beyond 1e-4 (max abs): "
+                              + ", ".join(f"{k}={v:.3g}" for k, v in bad.items()))
+    else:
+        bound = FP16_MIN_COSINE if precision == "fp16" else INT8_MIN_COSINE
+        bad = {f: v for f, v in result["min_mean_cosine"].items() if not v >= bound}
+        if bad:
+            raise SinderError(f"{precision} export's mean cosine to the float32 model is below {bound}: "
+                              + ", ".join(f"{k}={v:.5f}" for k, v in bad.items()))

@@ -1,0 +1,123 @@
+"""How much one repair iteration costs next to a plain forward+backward of the same model.
+
+A repair iteration runs the blocks up to the first defective layer, checks every layer's
+tokens on the way, and back-propagates into at most ``limit_layers`` blocks through the
+singular-value parametrisation. Two baselines on the same image:
+
+- ``full``: the plain model, every weight trainable, forward through all blocks and backward
+  (what one step of ordinary fine-tuning costs);
+- ``same_blocks``: the plain model, every weight trainable, forward up to the loss layer and
+  backward through the same window of blocks (isolates the parametrisation's overhead).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+
+from .options import RepairOptions
+from .svd import apply_svd
+from .train import RepairTrainer
+
+
+def _candidate_images(resolution: int, patch: int) -> list[torch.Tensor]:
+    try:
+        from ..images import demo_images_dir, list_images
+        from .train import load_train_image
+
+        return [load_train_image(p, resolution) for p in list_images(demo_images_dir())]
+    except Exception:  # noqa: BLE001 - without the bundled photos, seeded noise is as good for timing
+        side = resolution // patch * patch
+        return [torch.randn(3, side, side, generator=torch.Generator().manual_seed(0))]
+
+
+def _median_seconds(fn, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def iteration_vs_forward_backward(
+    model,
+    resolution: int,
+    image: torch.Tensor | None = None,
+    options: RepairOptions | None = None,
+    repeats: int = 5,
+    warmup: int = 1,
+) -> dict:
+    """Median seconds of one repair iteration and of the two plain forward+backward baselines.
+
+    ``model`` is a ``DinoVisionTransformer`` or a ``LoadedModel``; it is not modified. Returns
+    the times, ``ratio`` (iteration / full forward+backward: the figure with the 1.3 target)
+    and ``ratio_same_blocks``, plus the loss layer (None when the image shows no defect, in
+    which case the iteration is a forward pass only and the ratios say little).
+    """
+    from ..defects.directions import defect_directions
+
+    vit = getattr(model, "model", model)
+    options = options or RepairOptions(resolution=resolution)
+    directions = defect_directions(vit).float()
+    repair_model = copy.deepcopy(vit)
+    apply_svd(repair_model)
+    # a vanishing lr: the step does all its arithmetic, but the defect (hence the loss layer) stays put
+    trainer = RepairTrainer(repair_model, directions, ["<bench>"], _zero_lr(options), progress=False)
+    # By default, the first bundled photo that shows a defect: a clean image costs a forward pass only.
+    candidates = [image] if image is not None else _candidate_images(resolution, vit.patch_size)
+    for image in candidates:
+        layer = trainer.step(image).layer
+        if layer is not None:
+            break
+    t_iter = _median_seconds(lambda: trainer.step(image), repeats, warmup)
+
+    plain = copy.deepcopy(vit).train()
+    for p in plain.parameters():
+        p.requires_grad_(True)
+    batch = image[None].float()
+
+    def full() -> None:
+        plain.zero_grad(set_to_none=True)
+        plain.forward_features(batch)["x_prenorm"].square().mean().backward()
+
+    stop = layer if layer is not None else len(vit.blocks) - 1
+    first = max(0, stop - options.limit_layers + 1)
+
+    def same_blocks() -> None:
+        plain.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            x = plain.prepare_tokens(batch)
+            for blk in plain.blocks[:first]:
+                x = blk(x)
+        for blk in plain.blocks[first : stop + 1]:
+            x = blk(x)
+        x.square().mean().backward()
+
+    t_full = _median_seconds(full, repeats, warmup)
+    t_same = _median_seconds(same_blocks, repeats, warmup)
+    return {
+        "resolution": int(image.shape[-1]),
+        "tokens": (image.shape[-2] // vit.patch_size) * (image.shape[-1] // vit.patch_size),
+        "depth": len(vit.blocks),
+        "loss_layer": layer,
+        "window_blocks": stop - first + 1,
+        "threads": torch.get_num_threads(),
+        "repair_iteration_s": t_iter,
+        "forward_backward_full_s": t_full,
+        "forward_backward_same_blocks_s": t_same,
+        "ratio": t_iter / t_full,
+        "ratio_same_blocks": t_iter / t_same,
+        "target_ratio": 1.3,
+    }
+
+
+def _zero_lr(options: RepairOptions) -> RepairOptions:
+    from dataclasses import replace
+
+    return replace(options, lr=1e-9)  # far above float32 denormals, which would slow the arithmetic down

@@ -1,0 +1,140 @@
+"""SINDER repair end to end: train the singular-value shifts, fold them, write the checkpoint and report."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..atomic import write_json, write_with
+from ..errors import ImageError, SinderError
+from ..model import LoadedModel
+from .evaluate import compare_models
+from .options import RepairOptions
+from .svd import apply_svd, fold_svd
+from .train import RepairTrainer, resume_path_for
+
+REPORT_NAME = "repair_report.json"
+RESUME_MODES = ("auto", "require", "never")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as standalone contiguous tensors (no shared storage, no views)."""
+    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _check_images(train_paths: Sequence[Path], heldout_paths: Sequence[Path]) -> None:
+    if not train_paths:
+        raise ImageError("no training images for the repair")
+    if not heldout_paths:
+        raise ImageError("no held-out images to measure the repair on (need at least 2 images in all)")
+    overlap = {str(Path(p).resolve()) for p in train_paths} & {str(Path(p).resolve()) for p in heldout_paths}
+    if overlap:
+        raise ImageError(f"held-out images are also training images: {', '.join(sorted(overlap)[:3])}")
+    # Fail on an unreadable held-out image now, not after a long training run.
+    from ..images import load_pil
+
+    for p in heldout_paths:
+        load_pil(p)
+
+
+def run_repair(
+    loaded: LoadedModel,
+    train_paths: list[Path],
+    heldout_paths: list[Path],
+    out: Path,
+    options: RepairOptions | None = None,
+    progress: bool = True,
+    resume: str = "auto",
+) -> tuple[LoadedModel, dict]:
+    """Repair ``loaded`` on ``train_paths``, measure it on ``heldout_paths``, write ``out`` and the report.
+
+    ``out`` receives the repaired state dict (official key layout, plain tensors, atomically)
+    and ``out.parent / "repair_report.json"`` the figures. ``resume``: ``"auto"`` continues a
+    matching interrupted run, ``"require"`` insists on one, ``"never"`` starts over. The input
+    model is left untouched. Returns the repaired model and the report.
+    """
+    options = options or RepairOptions()
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    out = Path(out)
+    if out.is_dir():
+        raise SinderError(f"output {out} is a folder; give a file name such as {out / 'model_sinder.pth'}")
+    train_paths, heldout_paths = [Path(p) for p in train_paths], [Path(p) for p in heldout_paths]
+    _check_images(train_paths, heldout_paths)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinderError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise SinderError(f"output folder {out.parent} is not writable")
+    started = time.perf_counter()
+
+    from ..defects.directions import defect_directions
+
+    original = loaded.model.eval()
+    directions = defect_directions(original).float()
+    model = copy.deepcopy(original)
+    apply_svd(model)
+    fingerprint = {
+        "model_sha256": loaded.sha256,
+        "arch": loaded.arch.name,
+        "options": options.training_dict(),
+        "images": [str(p.resolve()) for p in train_paths],
+    }
+    trainer = RepairTrainer(model, directions, train_paths, options, resume_path_for(out), fingerprint, progress)
+    resumed_from = trainer.iteration if trainer.try_resume(resume) else None
+    result = trainer.run()
+
+    fold_svd(model)
+    model.eval()
+    state = plain_state_dict(model)
+    expected = set(original.state_dict())
+    if set(state) != expected:  # a bug, not a user error: the fold must restore the official layout
+        raise RuntimeError(f"repaired state dict keys differ from the model's: {sorted(set(state) ^ expected)[:5]}")
+
+    measure_res = options.measure_resolution or options.resolution
+    evaluation = compare_models(original, model, directions[-1], heldout_paths, measure_res,
+                                repaired_direction=defect_directions(model).float()[-1], progress=progress)
+
+    write_with(out, lambda tmp: torch.save(state, tmp))
+    sha = _sha256(out)
+    seconds = time.perf_counter() - started
+    report = {
+        "synthetic": loaded.synthetic,
+        **({"note": "SYNTHETIC demo model generated from a seed: these figures are not those of a real DINOv2"}
+           if loaded.synthetic else {}),
+        "model": loaded.describe(),
+        "output": {"path": str(out), "sha256": sha, "layout": "official DINOv2 state dict (SINDER repaired)"},
+        "images": {"train": len(train_paths), "held_out": len(heldout_paths),
+                   "held_out_names": [p.name for p in heldout_paths]},
+        "options": options.to_dict(),
+        "iterations": result.iterations,
+        "optimizer_steps": result.steps,
+        "stopped_by_rule": result.stopped_early,
+        "clean_fraction": result.clean_fraction,
+        "loss_layers": {str(k): v for k, v in sorted(result.loss_layers.items())},
+        "resumed_from_iteration": resumed_from,
+        "seconds": seconds,
+        "train_seconds": result.seconds,
+        **evaluation,
+    }
+    write_json(out.parent / REPORT_NAME, report)
+    trainer.resume_file.unlink(missing_ok=True)  # the run is complete; nothing left to continue
+
+    repaired = LoadedModel(model=model, arch=loaded.arch, source=str(out), source_format="sinder",
+                           sha256=sha, synthetic=loaded.synthetic)
+    return repaired, report

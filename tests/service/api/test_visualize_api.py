@@ -1,0 +1,45 @@
+"""POST /visualize: a PNG with a row per model of the original/repaired pair."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from service_test_utils import b64, grey_with_patch, png
+from PIL import Image
+
+
+def picture(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+
+
+def test_pair_gives_two_rows_and_single_model_one(client):
+    image = b64(png(grey_with_patch(56, 84, at=(1, 2))))
+    both = picture(client.post("/visualize", json={"image": image, "model": "tiny", "resize": "native"}))
+    single = picture(client.post("/visualize", json={"image": image, "model": "tiny", "compare": False, "resize": "native"}))
+    from_repaired = picture(client.post("/visualize", json={"image": image, "model": "tiny_sinder", "resize": "native"}))
+    assert both.shape[1] == single.shape[1] and both.shape[0] > 1.8 * single.shape[0]
+    assert from_repaired.shape == both.shape
+    no_pair = picture(client.post("/visualize", json={"image": image, "model": "tiny_reg", "resize": "native"}))
+    assert no_pair.shape == single.shape
+
+
+def test_defect_tokens_are_outlined_in_cyan(client):
+    image = b64(png(grey_with_patch(56, 84, at=(1, 2))))
+    out = picture(client.post("/visualize", json={"image": image, "model": "tiny", "compare": False, "resize": "native"}))
+    cyan = (out[..., 0] < 30) & (out[..., 1] > 225) & (out[..., 2] > 225)
+    ys, xs = np.nonzero(cyan)
+    assert len(ys) > 0
+    width = out.shape[1]
+    assert xs.min() > width / 3 and xs.max() < 2 * width / 3  # in the middle (heat map) panel
+
+
+def test_multipart_and_errors(client):
+    ok = client.post("/visualize", files={"image": ("a.png", png(grey_with_patch()), "image/png")}, data={"model": "tiny"})
+    picture(ok)
+    bad = client.post("/visualize", json={"image": b64(b"not an image"), "model": "tiny"})
+    assert bad.status_code == 422 and bad.json()["error"]["index"] == 0
+    unknown = client.post("/visualize", json={"image": b64(png(grey_with_patch())), "model": "nope"})
+    assert unknown.status_code == 404

@@ -1,0 +1,100 @@
+import json
+
+import pytest
+import torch
+
+from sinder.errors import ImageError, SinderError
+from sinder.model import build_model
+from sinder.repair import REPORT_NAME, RepairOptions, resume_path_for, run_repair
+
+from toy_defect import GRID, TOY_ARCH, toy_loaded
+
+OPTS = RepairOptions(resolution=14 * GRID, window=20, max_iterations=40, held_out_fraction=0.34)
+
+
+def test_repair_removes_the_planted_defect_and_writes_a_strict_checkpoint(toy, image_paths, tmp_path):
+    original_state = {k: v.clone() for k, v in toy.model.state_dict().items()}
+    out = tmp_path / "out" / "toy_sinder.pth"
+    repaired, report = run_repair(toy, image_paths[:4], image_paths[4:], out, OPTS, progress=False)
+
+    before, after = report["before"], report["after"]
+    assert before["high_norm_fraction"] > 0.03 and before["defect_fraction"] > 0.03  # 3 of 64 tokens
+    assert after["high_norm_fraction"] < 0.1 * before["high_norm_fraction"]
+    assert after["defect_fraction"] < before["defect_fraction"]
+    assert report["fidelity"]["patch_cosine"] > 0.98 and report["fidelity"]["cls_cosine"] > 0.98
+    assert 0 < report["iterations"] <= OPTS.max_iterations and report["seconds"] > 0
+    assert report["synthetic"] is True and report["options"]["lr"] == OPTS.lr
+    assert report["model"]["sha256"] == toy.sha256
+
+    on_disk = json.loads((out.parent / REPORT_NAME).read_text())
+    assert on_disk["after"] == after and on_disk["output"]["sha256"] == repaired.sha256
+    assert not resume_path_for(out).exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, REPORT_NAME])
+
+    # plain tensors in the official layout: loads without unpickling objects, strictly, into a fresh model
+    state = torch.load(out, weights_only=True)
+    assert list(state) == list(original_state)
+    fresh = build_model(TOY_ARCH)
+    fresh.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 112, 126, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x)["x_prenorm"], repaired.model(x)["x_prenorm"])
+    assert repaired.source_format == "sinder" and repaired.source == str(out)
+
+    # the input model is left as it was
+    assert all(torch.equal(v, toy.model.state_dict()[k]) for k, v in original_state.items())
+
+
+def test_bad_inputs(toy, image_paths, tmp_path):
+    with pytest.raises(ImageError, match="held-out"):
+        run_repair(toy, image_paths, [], tmp_path / "m.pth", OPTS, progress=False)
+    with pytest.raises(ImageError, match="no training images"):
+        run_repair(toy, [], image_paths, tmp_path / "m.pth", OPTS, progress=False)
+    with pytest.raises(ImageError, match="also training"):
+        run_repair(toy, image_paths[:3], image_paths[2:], tmp_path / "m.pth", OPTS, progress=False)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    with pytest.raises(ImageError, match="broken.png"):
+        run_repair(toy, image_paths, [broken], tmp_path / "m.pth", OPTS, progress=False)
+    with pytest.raises(ImageError, match="broken.png"):  # training images are decoded before training
+        run_repair(toy, image_paths[:4] + [broken], image_paths[4:], tmp_path / "m.pth", OPTS, progress=False)
+    with pytest.raises(SinderError, match="folder"):
+        run_repair(toy, image_paths[:4], image_paths[4:], tmp_path, OPTS, progress=False)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(SinderError, match="a_file"):
+        run_repair(toy, image_paths[:4], image_paths[4:], a_file / "m.pth", OPTS, progress=False)
+    assert not (tmp_path / "m.pth").exists() and not (tmp_path / REPORT_NAME).exists()
+
+
+def test_options_are_validated():
+    with pytest.raises(SinderError, match="stop fraction"):
+        RepairOptions(stop_fraction=1.5)
+    with pytest.raises(SinderError, match="kernel"):
+        RepairOptions(kernel=4)
+    defaults = RepairOptions()
+    assert (defaults.lr, defaults.momentum, defaults.mask_threshold, defaults.kernel, defaults.limit_layers,
+            defaults.stop_fraction, defaults.resolution, defaults.window) == (0.005, 0.9, 4.0, 3, 10, 0.75, 518, 1000)
+
+
+def test_interrupted_run_is_continued(image_paths, tmp_path, monkeypatch):
+    from sinder.repair import train
+
+    out = tmp_path / "m.pth"
+    real_step = train.RepairTrainer.step
+    calls = {"n": 0}
+
+    def failing_step(self, image):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_step(self, image)
+
+    monkeypatch.setattr(train.RepairTrainer, "step", failing_step)
+    opts = RepairOptions(resolution=14 * GRID, window=20, max_iterations=8, save_every=2, held_out_fraction=0.34)
+    with pytest.raises(KeyboardInterrupt):
+        run_repair(toy_loaded(), image_paths[:4], image_paths[4:], out, opts, progress=False)
+    assert resume_path_for(out).exists() and not out.exists()
+    monkeypatch.setattr(train.RepairTrainer, "step", real_step)
+    _, report = run_repair(toy_loaded(), image_paths[:4], image_paths[4:], out, opts, progress=False)
+    assert report["resumed_from_iteration"] == 4 and report["iterations"] == 8

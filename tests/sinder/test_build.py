@@ -1,0 +1,131 @@
+"""`sinder build`: the layout it fills, and that a second run reuses every complete step.
+
+The heavy steps (export, repair, analysis) are replaced by stubs that write what the real ones
+write; the real ones have their own tests.
+"""
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sinder.checkpoints
+import sinder.export
+import sinder.repair
+from sinder import build
+from sinder.atomic import atomic_dir, write_json
+from sinder.errors import SinderError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "export"))
+from export_helpers import tiny_loaded  # noqa: E402
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray((rng.random((60, 70, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture
+def stubs(monkeypatch):
+    calls = {"export": [], "repair": 0, "analysis": [], "load": 0}
+
+    def export_model(loaded, model_repo, name, version=None, repair_summary=None, overwrite=False, **kw):
+        out = Path(model_repo) / name / str(version)
+        calls["export"].append(name)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            (tmp / "model.onnx").write_bytes(b"onnx")
+            write_json(tmp / "manifest.json", {"provenance": {"sha256": loaded.sha256}, "repair": repair_summary})
+        return out
+
+    def run_repair(loaded, train, held, out, options=None, progress=True):
+        calls["repair"] += 1
+        assert not set(train) & set(held) and options.resolution == build.DEMO_RESOLUTION
+        torch.save(loaded.model.state_dict(), out)
+        report = {"model": {"sha256": loaded.sha256}, "output": {"sha256": "f" * 64}, "before": {}, "after": {}}
+        write_json(Path(out).parent / "repair_report.json", report)
+        repaired = tiny_loaded(seed=1)
+        repaired.sha256 = "f" * 64
+        return repaired, report
+
+    def run_analysis(loaded, paths, out_dir, resolution=224, repaired=None, progress=True):
+        calls["analysis"].append(repaired is not None)
+        write_json(Path(out_dir) / "analysis.json", {"images": len(paths)})
+        return {}
+
+    def load_model(*a, **k):
+        calls["load"] += 1
+        return tiny_loaded(seed=1)
+
+    monkeypatch.setattr(sinder.export, "export_model", export_model)
+    monkeypatch.setattr(sinder.repair, "run_repair", run_repair)
+    monkeypatch.setitem(sys.modules, "sinder.analyze", types.SimpleNamespace(run_analysis=run_analysis))
+    monkeypatch.setattr(sinder.checkpoints, "load_model", load_model)
+    return calls
+
+
+def test_build_fills_the_layout_then_reuses_it(tmp_path, images, stubs, capsys):
+    repo = tmp_path / "repo"
+    plan = build.BuildPlan(repo, "demo", images=images, progress=True)
+    summary = build.build(plan, tiny_loaded())
+    assert summary["complete"] and all(s["status"] == "built" for s in summary["steps"])
+    assert stubs["export"] == ["demo", "demo_sinder"] and stubs["repair"] == 1 and stubs["analysis"] == [False, True]
+    assert (repo / "demo" / "1" / "manifest.json").is_file() and (repo / "demo_sinder" / "1" / "model.onnx").is_file()
+    assert (repo / "reports" / "demo" / "analysis" / "analysis.json").is_file()
+    assert (repo / "reports" / "demo_sinder" / "analysis" / "analysis.json").is_file()
+    assert (repo / "reports" / "demo_sinder" / "repair_report.json").is_file()
+    assert json.loads((repo / "demo_sinder" / "1" / "manifest.json").read_text())["repair"]["before"] == {}
+    assert not (repo / "reports" / "config.pbtxt").exists()  # reports is not a model folder
+    assert "export demo v1" in capsys.readouterr().err
+
+    again = build.build(build.BuildPlan(repo, "demo", images=images), tiny_loaded())
+    assert all(s["status"] == "reused" for s in again["steps"])
+    assert stubs["export"] == ["demo", "demo_sinder"] and stubs["repair"] == 1 and len(stubs["analysis"]) == 2
+    assert stubs["load"] == 0  # nothing needed the repaired model
+    assert "reusing" in capsys.readouterr().err
+    assert json.loads((repo / "reports" / "demo" / "build.json").read_text())["complete"]
+
+
+def test_build_redoes_only_what_is_missing(tmp_path, images, stubs):
+    repo = tmp_path / "repo"
+    build.build(build.BuildPlan(repo, "demo", images=images, progress=False), tiny_loaded())
+    import shutil
+
+    shutil.rmtree(repo / "demo_sinder" / "1")
+    summary = build.build(build.BuildPlan(repo, "demo", images=images, progress=False), tiny_loaded())
+    status = {s["step"]: s["status"] for s in summary["steps"]}
+    assert status["export demo_sinder v1"] == "built" and status["repair demo (SINDER)"] == "reused"
+    assert stubs["load"] == 1 and stubs["repair"] == 1  # the repaired model came from its checkpoint
+
+
+def test_force_rebuilds_everything(tmp_path, images, stubs):
+    repo = tmp_path / "repo"
+    build.build(build.BuildPlan(repo, "demo", images=images, progress=False), tiny_loaded())
+    summary = build.build(build.BuildPlan(repo, "demo", images=images, progress=False, force=True), tiny_loaded())
+    assert all(s["status"] == "built" for s in summary["steps"]) and stubs["repair"] == 2
+
+
+def test_build_refuses_a_version_of_another_model(tmp_path, images, stubs):
+    repo = tmp_path / "repo"
+    build.build(build.BuildPlan(repo, "demo", images=images, progress=False), tiny_loaded())
+    other = tiny_loaded(seed=3)
+    other.sha256 = "a" * 64
+    with pytest.raises(SinderError, match="another model.*--force"):
+        build.build(build.BuildPlan(repo, "demo", images=images, progress=False), other)
+
+
+def test_build_needs_two_images(tmp_path, stubs):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(folder / "a.png")
+    with pytest.raises(SinderError, match="at least 2 images"):
+        build.build(build.BuildPlan(tmp_path / "repo", "demo", images=folder, progress=False), tiny_loaded())
