@@ -29,6 +29,10 @@ stress: setup
 bench: setup
 	$(PY) -m bench
 
+GPU_PY ?= python3
+gpu-check:
+	$(GPU_PY) -m bench.gpu_check --out docs/gpu_check.json --report docs/benchmarks.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache
 

@@ -39,8 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, help="service max_batch_size and raw batch (default 8, 4 with --quick)")
     p.add_argument("--queue-delay-ms", type=float, default=5.0, help="service max_queue_delay")
     p.add_argument("--model-repo", type=Path, help="bench this repository's --model (e.g. the demo repo of `sinder build "
-                   "--demo`) instead of a synthetic graph built by bench/onnx_vit.py; its shape comes from the manifest")
+                   "--demo`) instead of the bench's own model; its shape comes from the manifest")
     p.add_argument("--model", help="model name inside --model-repo (default: the first model folder)")
+    p.add_argument("--graph", choices=("sinder", "synthetic"), default="sinder",
+                   help="bench model: exported by sinder.export (default) or built by bench/onnx_vit.py (no torch)")
     args = p.parse_args(argv)
     if args.resolution % 14 or args.resolution < 56:
         p.error("--resolution must be a multiple of 14, at least 56")
@@ -50,15 +52,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def build_bench_repo(repo: Path, arch: str, max_batch_size: int, resolution: int) -> tuple[str, str]:
-    """A model repository with one synthetic model of the bench shape; returns (name, description)."""
+def build_bench_repo(repo: Path, arch: str, max_batch_size: int, resolution: int, graph: str) -> tuple[str, str]:
+    """A model repository with one model of the bench shape; returns (name, description).
+
+    ``graph`` "sinder": the product's own graph, exported by sinder.export.export_model from the
+    demo model (ViT-S/14) or a randomly initialised DINOv2 of ``arch``; "synthetic": the graph
+    of bench/onnx_vit.py (no torch needed). Both carry synthetic weights.
+    """
+    label = {"vits14": "ViT-S/14", "vitb14": "ViT-B/14"}[arch]
+    name = f"bench_{arch}"
+    if graph == "sinder":
+        import torch
+
+        from sinder.export import export_model
+        from sinder.export.manifest import Resolution
+
+        if arch == "vits14":
+            from sinder.demo import load_demo
+
+            loaded = load_demo(seed=0)
+            source = "the synthetic demo model"
+        else:
+            from sinder.model import LoadedModel, build_model, get_arch
+
+            torch.manual_seed(0)
+            cfg = get_arch(arch)
+            loaded = LoadedModel(build_model(cfg), cfg, f"random:{arch}", "demo", "0" * 64, synthetic=True)
+            source = "random weights (synthetic)"
+        log(f"exporting {label} ({source}) with sinder.export.export_model")
+        export_model(loaded, repo, name, max_batch_size=max_batch_size, resolution=Resolution(short_side=resolution),
+                     parity_cases=[(1, resolution, resolution)], progress=False)
+        return name, f"{label}, fp32, exported by sinder.export from {source}"
     from .onnx_vit import write_model
 
-    name = f"bench_{arch}"
     # short_side = the bench resolution: the service's default resize then leaves the images as they are
     write_model(repo, name, arch, "fp32", seed=0, max_batch_size=max_batch_size, short_side=resolution)
-    label = {"vits14": "ViT-S/14", "vitb14": "ViT-B/14"}[arch]
-    return name, f"{label} shape, fp32, synthetic random weights"
+    return name, f"{label} shape, fp32, bench/onnx_vit.py graph, synthetic random weights"
 
 
 def use_existing_repo(repo: Path, name: str | None) -> tuple[str, str, str]:
@@ -124,7 +153,7 @@ def main(argv=None) -> int:
             model_name, model_desc, args.arch = use_existing_repo(repo, args.model)
         else:
             repo = Path(tmp) / "model_repo"
-            model_name, model_desc = build_bench_repo(repo, args.arch, args.max_batch_size, args.resolution)
+            model_name, model_desc = build_bench_repo(repo, args.arch, args.max_batch_size, args.resolution, args.graph)
         versions = sorted((p for p in (repo / model_name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
         model_path = versions[-1] / "model.onnx"
         if "export" in sections:

@@ -125,12 +125,13 @@ def render(machine: dict, command: str, figures: Iterable[dict], started: str, s
         "",
         "## Summary",
         "",
-        "| section | figure | model, resolution | ratio | target | verdict |",
+        "| section | figure | model, resolution, batch | ratio | target | verdict |",
         "|---|---|---|---|---|---|",
     ]
     for fig in figures:
         tgt_txt = _target_text(fig)
-        where = ", ".join(str(x) for x in (fig.get("model"), fig.get("resolution")) if x)
+        batch = f"batch {fig['batch']}" if fig.get("batch") is not None else None
+        where = ", ".join(str(x) for x in (fig.get("model"), fig.get("resolution"), batch) if x)
         ratio = "—" if fig.get("error") else _summ(fig.get("ratio"))
         if fig.get("ratio_label") and not fig.get("error"):
             ratio = f"{ratio} ({fig['ratio_label']})"
@@ -222,7 +223,8 @@ def render_gpu_section(result: dict | None) -> str:
             tgt = f">= {r['target_images_per_s']:,.0f}: {'pass' if r['pass'] else 'FAIL'}" if "target_images_per_s" in r else "—"
             lines.append(f"| {r['arch']} {r['resolution']}x{r['resolution']} | {r['precision']} | {r['batch']} | "
                          f"{r['images_per_s']:,.0f} | {r['ms_per_batch_median']:.2f} | {tgt} |")
-        lines += ["", "Raw session with I/O binding: the uint8 batch already on the device, outputs left there."]
+        lines += ["", "Raw session with I/O binding: the uint8 batch already on the device, outputs left there; "
+                      "fp32 rows allow TF32 (onnxruntime's default on Ampere and later)."]
     svc = result.get("service")
     if svc:
         ratio = svc.get("ratio_vs_raw")

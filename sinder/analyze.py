@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .atomic import write_json, write_with
+from .atomic import atomic_dir, write_json, write_with
 from .defects.directions import directions_summary
 from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, measure_layers
 from .errors import ImageError, SinderError
@@ -30,7 +30,8 @@ RULES = {
                           "(median pooled over all images)",
     "alignment": "|cos| between the predicted direction and the mean unit vector of the layer's high-norm "
                  "tokens (null when there are none)",
-    "first_defect_layer": "first layer with high-norm tokens whose alignment is at least 0.9",
+    "aligned_high_norm_tokens": "high-norm tokens whose own |cos| to the predicted direction is at least 0.8",
+    "first_defect_layer": "first layer with an aligned high-norm token",
     "first_mask_layer": "first layer where the paper's mask flags any token",
     "tokens": "block outputs before the final LayerNorm",
 }
@@ -179,17 +180,18 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
                                keep_last_tokens=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "images").mkdir(exist_ok=True)
     used: set[str] = set()
     picture_names = []
-    for j, (path, image) in enumerate(tqdm(list(zip(image_paths, images)), desc="pictures", unit="image",
-                                           file=sys.stderr, disable=not progress, leave=False)):
-        rows = [("before" if after is not None else "model", before["last_tokens"][j])]
-        if after is not None:
-            rows.append(("after", after["last_tokens"][j]))
-        name = f"images/{_safe_stem(path, used)}.png"
-        _save(_image_figure(image, rows, _title(path.name, synthetic)), out_dir / name)
-        picture_names.append(name)
+    # The pictures folder is replaced as a whole, so no picture of an earlier run lingers in it.
+    with atomic_dir(out_dir / "images", overwrite=True) as folder:
+        for j, (path, image) in enumerate(tqdm(list(zip(image_paths, images)), desc="pictures", unit="image",
+                                               file=sys.stderr, disable=not progress, leave=False)):
+            rows = [("before" if after is not None else "model", before["last_tokens"][j])]
+            if after is not None:
+                rows.append(("after", after["last_tokens"][j]))
+            stem = _safe_stem(path, used)
+            _save(_image_figure(image, rows, _title(path.name, synthetic)), folder / f"{stem}.png")
+            picture_names.append(f"images/{stem}.png")
     runs = [("before" if after is not None else loaded.arch.name, before["layers"])]
     if after is not None:
         runs.append(("after", after["layers"]))

@@ -11,6 +11,18 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path, is_dir: bool) -> None:
+    # mkstemp/mkdtemp create 0600/0700: give the result the modes an ordinary write would have,
+    # so that another user (a service container reading a shared volume) can read it.
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds."""
@@ -21,6 +33,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _plain_mode(tmp_path, is_dir=False)
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
@@ -52,6 +65,7 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        _plain_mode(tmp, is_dir=True)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)

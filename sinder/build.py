@@ -83,10 +83,10 @@ def _step(plan: BuildPlan, title: str, done: bool, action, reuse_msg: str | None
     return result
 
 
-def _complete_export(version_dir: Path, sha256: str | None) -> bool:
+def _complete_export(plan: BuildPlan, version_dir: Path, sha256: str | None) -> bool:
     from .export.repository import is_complete, read_manifest
 
-    if not is_complete(version_dir):
+    if plan.force or not is_complete(version_dir):
         return False
     found = read_manifest(version_dir).get("provenance", {}).get("sha256")
     if sha256 is not None and found != sha256:
@@ -126,7 +126,7 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
     if len(paths) < 2:
         raise SinderError(f"the build needs at least 2 images (training and held out); found {len(paths)}")
 
-    _step(plan, f"export {plan.name} v{VERSION}", _complete_export(original_dir, loaded.sha256),
+    _step(plan, f"export {plan.name} v{VERSION}", _complete_export(plan, original_dir, loaded.sha256),
           lambda: export_model(loaded, plan.model_repo, plan.name, version=VERSION, overwrite=True,
                                progress=plan.progress), str(original_dir))
 
@@ -140,7 +140,7 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
     _step(plan, "analyse before/after repair", after_dir.is_dir(),
           lambda: _analysis(plan, loaded, paths, after_dir, repaired=repaired.model()), str(after_dir))
 
-    _step(plan, f"export {plan.repaired_name} v{VERSION}", _complete_export(repaired_dir, repaired.sha256),
+    _step(plan, f"export {plan.repaired_name} v{VERSION}", _complete_export(plan, repaired_dir, repaired.sha256),
           lambda: export_model(repaired.model(), plan.model_repo, plan.repaired_name, version=VERSION,
                                overwrite=True, repair_summary=repaired.report, progress=plan.progress),
           str(repaired_dir))
@@ -153,6 +153,11 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_json(plan.reports(plan.name) / "build.json", summary)
+    from .export.api import make_readable
+
+    for name in (plan.name, plan.repaired_name):
+        if plan.reports(name).is_dir():
+            make_readable(plan.reports(name))  # temporary-file permissions are private
     _say(plan, f"model repository {plan.model_repo} ready in {summary['seconds']:.1f}s "
                f"({sum(s['status'] == 'reused' for s in plan.steps)} of {len(plan.steps)} steps reused)")
     return summary
@@ -202,12 +207,21 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
 
 def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True) -> dict:
     from .demo import load_demo
+    from .export.repository import read_manifest
 
     plan = BuildPlan(Path(model_repo), DEMO_NAME, force=force, progress=progress)
+    loaded = load_demo(seed=seed)
     if not force and _demo_complete(plan):
-        _say(plan, f"{DEMO_NAME} and {plan.repaired_name} v{VERSION} are complete in {plan.model_repo}; "
-                   "checking them (use --force to rebuild)")
-    return build(plan, load_demo(seed=seed))
+        found = read_manifest(plan.version_dir(plan.name)).get("provenance", {}).get("sha256")
+        if found != loaded.sha256:
+            # the demo weights come from code: a newer tool (or another --seed) makes other weights
+            _say(plan, f"the demo model differs from the one in {plan.model_repo} (sha256 {str(found)[:12]}... vs "
+                       f"{loaded.sha256[:12]}...); rebuilding everything")
+            plan.force = True
+        else:
+            _say(plan, f"{DEMO_NAME} and {plan.repaired_name} v{VERSION} are complete in {plan.model_repo}; "
+                       "checking them (use --force to rebuild)")
+    return build(plan, loaded)
 
 
 def _demo_complete(plan: BuildPlan) -> bool:

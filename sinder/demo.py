@@ -5,22 +5,34 @@ It is *not* a trained network: its numbers are labelled synthetic wherever they 
 
 How the defect is planted (each choice is there for a reason found by trial):
 
-- Two residual channels are private: ``p`` (a detector input) and ``d`` (the defect
-  direction). No ordinary weight reads from or writes to them. When later blocks read the
-  defect channel, defect tokens turn into attention sinks, and removing them then moves every
-  other token too, so a repair could not stay faithful.
-- The patch embedding puts a constant into ``p`` only inside a few smooth blobs of the
-  position embedding (about 6% of the grid) and a negative value elsewhere. After LayerNorm,
-  ``p`` is large exactly for tokens whose other channels are small: low-texture background
-  patches. The blobs keep any one image from having more than a few percent of defect tokens,
-  however much flat background it shows.
-- In the defect block (about half depth) a few FFN neurons read only ``p`` and write only
-  ``d``, in pairs ``gelu(a(u - t1)) - gelu(a(u - t2))`` whose output saturates, so all defect
-  tokens get a similar, large norm. Their biases sit at -0.15 to -1.5 times their weight
-  norm: the paper's least-squares linearisation of the FFN (standard-normal inputs) only sees
-  neurons in that range. A large LayerNorm weight on ``p`` (with an offsetting bias) makes
-  the switch sharp without moving those biases.
-- LayerScale gammas are 0.1-0.5 (not DINOv2's 1e-5 init) so that attention really mixes tokens.
+- Three residual channels are private: ``detector``, ``flag`` and ``defect``. No ordinary
+  weight reads from or writes to them. (When later blocks read the defect channel, defect
+  tokens turn into attention sinks, and removing them then moves every other token too, so a
+  repair could not stay faithful.)
+- The position embedding puts about +1 into ``detector`` on a few smooth blobs (about 4% of
+  the grid) and -1 elsewhere. After LayerNorm that value is large exactly for tokens whose
+  other channels are small: low-texture background patches. The blobs keep any one image
+  from having more than a few percent of defect tokens, however much flat background it shows.
+- Block 0's FFN has a saturating switch from ``detector`` to ``flag`` (units whose bias lies
+  far below -1.5 times their weight norm, where the paper's linearisation does not see them).
+  The flag (45) dominates its token's LayerNorm scale, so the next reader sees nearly the same
+  value on every flagged token.
+- The defect block (about half depth) has two FFN units that read only ``flag`` and write only
+  ``defect``: the high-norm tokens. Their biases sit at -0.15 times their weight norm, inside
+  the -0.15..-1.5 range that the paper's least-squares linearisation (standard-normal inputs)
+  sees, yet about -200 in absolute terms, so tokens below threshold give exactly zero.
+- Switching off is one-sided (a unit below threshold stays silent whatever the weights do, the
+  output never flips sign), so SINDER's SGD on singular values does not oscillate around zero;
+  the flag writer has a small singular value, which SGD on epsilon moves fast.
+- Every token carries a small bounded value on ``defect`` (as real tokens have some component
+  along any direction): otherwise the paper's scale-free mask would flag a 1e-20 trace of
+  defect left after a repair.
+- LayerScale gammas are 0.1-0.5 (not DINOv2's 1e-5 init) so that attention really mixes tokens;
+  the blocks before the defect block write 3x more and those after it 6x, so that natural
+  token norms stay within a few times their median and only the defect stands out.
+- Weights that read LayerNorm outputs are orthogonal to the all-ones direction: LayerNorm
+  centres its output so this changes nothing in the forward pass, but the linearisation's
+  centering would otherwise leak the defect direction into ordinary ones block after block.
 
 Everything is drawn on the CPU from a ``torch.Generator`` in float64, rounded to a 2^-20 grid
 and cast to float32, so the weights (and their sha256) are the same on every machine.
@@ -50,6 +62,13 @@ _BLOB_AREA = 0.04  # fraction of the native position grid where the detector cha
 _BLOB_LEVEL = 1.0  # detector value inside a blob (before LayerNorm); minus it outside
 _TEXTURE = 1.0  # patch-embedding gain of the zero-mean (texture) filters
 _COLOUR = 0.015  # and of the colour (DC) part of a quarter of the channels
+_POS = 0.5  # amplitude of the smooth position-embedding fields: a floor under every token's scale
+# Every token carries a small, smooth, bounded value in the defect channel, as real tokens have some
+# component along any direction. Without it the paper's scale-free mask would flag any token with a
+# trace (1e-20) of defect after a repair, since all other tokens would sit at exactly zero.
+_D_OFFSET = 1.0
+_D_WAVE = 0.3
+_EARLY_GAIN = 3.0  # output weights of blocks 1 .. DEFECT_BLOCK - 1, relative to block 0
 _LATE_GAIN = 6.0  # output weights of the blocks after the defect block, relative to the earlier ones
 
 
@@ -69,13 +88,16 @@ class _Switch:
 # Block 0 flags flat blob tokens in a private channel with a saturating switch. Its biases lie far
 # below -1.5 |w|, where the paper's linearisation does not see units. The flag is large enough to
 # dominate its token's LayerNorm scale, so the defect block sees nearly the same value (close to
-# sqrt(C)) on every flagged token and no gradient reaches block 0 through it.
-_FLAG = _Switch(u_on=1.4, threshold=4.0, gain=40.0, out=1.125, ln_weight=4.0, saturate_at=4.5)
-# The defect block turns flagged tokens into high-norm tokens along the defect channel. Biases at
-# -0.15 |w| (inside the -0.15..-1.5 range the linearisation sees); a small fc1 and a large fc2
-# singular value, so that repair turns the units off (one-sided: a unit that is off stays off)
-# instead of shrinking their output through zero, where it would flip sign and oscillate.
-_DEFECT = _Switch(u_on=17.7, threshold=0.15, gain=2.0, out=90.0, ln_weight=1.0)
+# sqrt(C)) on every flagged token.
+_FLAG = _Switch(u_on=0.9, threshold=4.0, gain=40.0, out=1.125, ln_weight=4.0, saturate_at=4.5)
+# The defect block turns flagged tokens into high-norm tokens along the defect channel. Flagged tokens
+# read about 19 (their flag dominates the LayerNorm scale), the others about 0; the units fire above
+# 17.8. Their bias is -0.15 |w| (inside the -0.15..-1.5 range the linearisation sees) but about -200
+# in absolute terms, so tokens below threshold give exactly zero, whatever happens to the weights.
+# fc1's singular value is large (a slow lever for SGD on epsilon), the flag's small (a fast one): repair
+# switches the defect off by lowering the flag, which is one-sided (a token that is off stays off;
+# its output never flips sign, so SGD with momentum does not oscillate around zero).
+_DEFECT = _Switch(u_on=17.2, threshold=0.15, gain=1345.0, out=11.8, ln_weight=0.15 / 17.2)
 
 
 def _quantize(x: torch.Tensor) -> torch.Tensor:
@@ -121,6 +143,15 @@ def _patch_filters(draw: _Draw, c: int, patch: int) -> torch.Tensor:
     dc = draw.normal(c, 3, 1, 1) / patch
     has_dc = (draw.uniform(0, 1, c) < 0.25).double()[:, None, None, None]
     return _TEXTURE * w + _COLOUR * has_dc * dc.expand_as(w)
+
+
+def _plane_wave(draw: _Draw, grid: int) -> torch.Tensor:
+    """One smooth plane wave on the grid, in [-1, 1]."""
+    coords = torch.arange(grid, dtype=torch.float64)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    fx, fy = draw.uniform(-1.5, 1.5, 2)
+    phase = draw.uniform(0, 2 * math.pi, 1)
+    return torch.cos(2 * math.pi * (fx * xx + fy * yy) / grid + phase)
 
 
 def _blob_field(draw: _Draw, grid: int) -> torch.Tensor:
@@ -193,6 +224,8 @@ def _plant_switch(draw: _Draw, s: dict[str, torch.Tensor], src: int, dst: int, s
 
 def generate_state_dict(seed: int = 0, arch: ArchConfig = DEMO_ARCH) -> dict[str, torch.Tensor]:
     """The demo checkpoint in the official DINOv2 key layout (float32, deterministic in ``seed``)."""
+    if arch.ffn != "mlp" or arch.depth <= DEFECT_BLOCK:
+        raise ValueError(f"the demo needs a GELU-FFN architecture deeper than {DEFECT_BLOCK} blocks, got {arch.name}")
     draw = _Draw(seed)
     c, patch, grid = arch.embed_dim, arch.patch_size, arch.grid
     private = draw.perm(c)[:3]
@@ -201,9 +234,10 @@ def generate_state_dict(seed: int = 0, arch: ArchConfig = DEMO_ARCH) -> dict[str
     state["cls_token"] = (0.3 * draw.normal(1, 1, c))
     state["cls_token"][0, 0, private] = 0.0
     state["cls_token"][0, 0, p] = -_BLOB_LEVEL
-    pos = 0.15 * _smooth_fields(draw, c, grid, waves=6, max_freq=2.0).permute(1, 2, 0).reshape(1, grid * grid, c)
+    pos = _POS * _smooth_fields(draw, c, grid, waves=6, max_freq=2.0).permute(1, 2, 0).reshape(1, grid * grid, c)
     pos[..., private] = 0.0
     pos[0, :, p] = _blob_field(draw, grid).flatten()
+    pos[0, :, d] = _D_WAVE * _plane_wave(draw, grid).flatten()
     state["pos_embed"] = torch.cat([torch.zeros(1, 1, c, dtype=torch.float64), pos], dim=1)
     state["mask_token"] = torch.zeros(1, c, dtype=torch.float64)
     w = _patch_filters(draw, c, patch)
@@ -211,8 +245,10 @@ def generate_state_dict(seed: int = 0, arch: ArchConfig = DEMO_ARCH) -> dict[str
     state["patch_embed.proj.weight"] = w
     state["patch_embed.proj.bias"] = 0.05 * draw.normal(c)
     state["patch_embed.proj.bias"][private] = 0.0
+    state["patch_embed.proj.bias"][d] = _D_OFFSET
     for i in range(arch.depth):
-        blk = _block_state(draw, arch, private, _LATE_GAIN if i > DEFECT_BLOCK else 1.0)
+        gain = _LATE_GAIN if i > DEFECT_BLOCK else (_EARLY_GAIN if 0 < i < DEFECT_BLOCK else 1.0)
+        blk = _block_state(draw, arch, private, gain)
         if i == 0:
             _plant_switch(draw, blk, p, f, _FLAG)
         if i == DEFECT_BLOCK:

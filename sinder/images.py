@@ -71,7 +71,7 @@ def load_pil(path: str | os.PathLike) -> Image.Image:
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im)
-            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            elif im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
                 arr = np.asarray(im, dtype=np.float64)
                 span = arr.max() - arr.min()
                 arr = (arr - arr.min()) / span * 255 if span > 0 else np.zeros_like(arr)
@@ -111,7 +111,10 @@ def denormalize(x: torch.Tensor) -> np.ndarray:
 
 
 def default_demo_dir() -> Path:
-    base = os.environ.get("SINDER_CACHE") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    """``$SINDER_CACHE/demo_images``, else ``$XDG_CACHE_HOME/sinder/demo_images`` (``~/.cache`` by default)."""
+    if os.environ.get("SINDER_CACHE"):
+        return Path(os.environ["SINDER_CACHE"]) / "demo_images"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "sinder" / "demo_images"
 
 

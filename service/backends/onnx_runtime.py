@@ -24,6 +24,18 @@ _ORT_TYPES = {
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
+def _preload_cuda_libraries() -> None:
+    # CUDA and cuDNN installed as pip wheels (nvidia-*) are not on the loader's path; onnxruntime
+    # finds them only when preloaded, and otherwise falls back to CPU without an error.
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # a system-wide CUDA install may still work: let the session decide
+        log.warning("onnxruntime.preload_dlls() failed: %s", exc)
+
+
 def resolve_providers(requested: list[str], device_id: int = 0) -> list:
     """Expand ``auto`` and attach device options; keep only providers this onnxruntime build has."""
     available = ort.get_available_providers()
@@ -39,6 +51,8 @@ def resolve_providers(requested: list[str], device_id: int = 0) -> list:
     names = [n for n in dict.fromkeys(names) if n in available]
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
+    if any(n in _GPU_PROVIDERS for n in names):
+        _preload_cuda_libraries()
     out = []
     for name in names:
         if name in _GPU_PROVIDERS:

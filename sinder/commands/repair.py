@@ -9,16 +9,13 @@ from pathlib import Path
 from ..errors import SinderError
 from .common import add_model_args, load_from_args
 
-_DEFAULTS = None
+DEMO_RESOLUTION = 224  # the demo model is made for a CPU: 256 tokens instead of the reference's 1369
 
 
 def _defaults():
-    global _DEFAULTS
-    if _DEFAULTS is None:
-        from ..repair.options import RepairOptions
+    from ..repair.options import RepairOptions  # torch-free: the parser stays fast to build
 
-        _DEFAULTS = RepairOptions()
-    return _DEFAULTS
+    return RepairOptions()
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -34,7 +31,6 @@ def register(subparsers) -> argparse.ArgumentParser:
             "run continues where it stopped when the same command is run again. Defaults follow the "
             "paper's reference code."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_args(parser)
     parser.add_argument("--images", type=Path, metavar="DIR",
@@ -42,30 +38,34 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, metavar="FILE",
                         help="repaired checkpoint to write (.pth); repair_report.json goes in the same folder")
     g = parser.add_argument_group("training (defaults: the SINDER reference code)")
-    g.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
-    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    D = " (default: %(default)s)"
+    g.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate" + D)
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum" + D)
     g.add_argument("--mask-threshold", type=float, default=d.mask_threshold,
-                   help="a token is defective when its |cos| to the defect direction exceeds mean + this * std")
-    g.add_argument("--kernel", type=int, choices=(3, 5), default=d.kernel, help="neighbourhood size of the loss")
+                   help="a token is defective when its |cos| to the defect direction exceeds mean + this * std"
+                        + D)
+    g.add_argument("--kernel", type=int, choices=(3, 5), default=d.kernel, help="neighbourhood of the loss" + D)
     g.add_argument("--temperature", type=float, default=d.temperature,
-                   help="how strongly the loss ignores defect-aligned neighbours")
+                   help="how strongly the loss ignores defect-aligned neighbours" + D)
     g.add_argument("--limit-layers", type=int, default=d.limit_layers,
-                   help="blocks, ending at the loss layer, that receive gradients")
+                   help="blocks, ending at the loss layer, that receive gradients" + D)
     g.add_argument("--skip-less-than", type=int, default=d.skip_less_than,
-                   help="a layer needs at least this many defective tokens to carry the loss")
+                   help="a layer needs at least this many defective tokens to carry the loss" + D)
     g.add_argument("--stop-fraction", type=float, default=d.stop_fraction,
-                   help="stop once this share of the recent window of images had no defect")
-    g.add_argument("--window", type=int, default=d.window, help="length of that window, in iterations")
-    g.add_argument("--resolution", type=int, default=d.resolution,
-                   help="training crop size in pixels (square; 224 is much faster on a CPU)")
-    g.add_argument("--max-iterations", type=int, default=d.max_iterations, help="upper bound on iterations")
-    g.add_argument("--max-epochs", type=int, default=d.max_epochs, help="upper bound on passes over the images")
-    g.add_argument("--train-seed", type=int, default=d.seed, help="seed of the image order and the held-out split")
+                   help="stop once this share of the recent window of images had no defect" + D)
+    g.add_argument("--window", type=int, default=d.window, help="length of that window, in iterations" + D)
+    g.add_argument("--resolution", type=int, default=None,
+                   help=f"training crop size in pixels, square (default: {d.resolution} as the reference code; "
+                        f"{DEMO_RESOLUTION} with --demo, which is made for a CPU)")
+    g.add_argument("--max-iterations", type=int, default=d.max_iterations, help="upper bound on iterations" + D)
+    g.add_argument("--max-epochs", type=int, default=d.max_epochs, help="upper bound on passes over the images" + D)
+    g.add_argument("--train-seed", type=int, default=d.seed,
+                   help="seed of the image order and the held-out split" + D)
     g.add_argument("--held-out-fraction", type=float, default=d.held_out_fraction,
-                   help="share of the images kept out of training to measure the result")
+                   help="share of the images kept out of training to measure the result" + D)
     g.add_argument("--measure-resolution", type=int, default=d.measure_resolution,
                    help="resolution of the held-out measurement (default: --resolution)")
-    g.add_argument("--save-every", type=int, default=d.save_every, help="iterations between resume-file writes")
+    g.add_argument("--save-every", type=int, default=d.save_every, help="iterations between resume-file writes" + D)
     r = parser.add_mutually_exclusive_group()
     r.add_argument("--resume", dest="resume", action="store_const", const="require", default="auto",
                    help="continue the interrupted run (error when there is none); by default a matching one "
@@ -83,11 +83,17 @@ def options_from_args(args: argparse.Namespace):
     return RepairOptions(
         lr=args.lr, momentum=args.momentum, mask_threshold=args.mask_threshold, kernel=args.kernel,
         temperature=args.temperature, limit_layers=args.limit_layers, skip_less_than=args.skip_less_than,
-        stop_fraction=args.stop_fraction, window=args.window, resolution=args.resolution,
+        stop_fraction=args.stop_fraction, window=args.window, resolution=_resolution(args),
         max_iterations=args.max_iterations, max_epochs=args.max_epochs, seed=args.train_seed,
         held_out_fraction=args.held_out_fraction, measure_resolution=args.measure_resolution,
         save_every=args.save_every,
     )
+
+
+def _resolution(args: argparse.Namespace) -> int:
+    if args.resolution is not None:
+        return args.resolution
+    return DEMO_RESOLUTION if args.demo else _defaults().resolution
 
 
 def _image_folder(args: argparse.Namespace) -> Path:
@@ -110,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise SinderError(f"need at least 2 images (some to train on, some held out), found {len(paths)}")
     train, held_out = split_images(paths, options.held_out_fraction, seed=options.seed)
     loaded = load_from_args(args)
-    repaired, report = run_repair(loaded, train, held_out, args.out, options,
+    _, report = run_repair(loaded, train, held_out, args.out, options,
                                   progress=not args.no_progress, resume=args.resume)
     before, after, fid = report["before"], report["after"], report["fidelity"]
     patch_cos = "n/a" if fid["patch_cosine"] is None else f"{fid['patch_cosine']:.4f}"

@@ -57,8 +57,8 @@ def gelu_fit(weight: torch.Tensor, bias: torch.Tensor | None, approximate: str =
     whose bias sits far below zero relative to ``|w|`` (one that rarely fires on such inputs)
     gets a small slope.
     """
-    w = weight.double()
-    b = bias.double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    w = weight.detach().double()
+    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
     nodes, qw = _hermite(torch.float64)
     scale = w.norm(dim=1)
     z = b[:, None] + scale[:, None] * nodes[None, :]
@@ -72,9 +72,9 @@ def swiglu_fit(weight12: torch.Tensor, bias12: torch.Tensor | None) -> torch.Ten
     Stein: ``E[x f] = w1 E[silu'(z1) z2] + w2 E[silu(z1)]``; with ``z2 = b2 + (w1.w2/|w1|^2)(z1 - b1)
     + independent noise``, both are one-dimensional expectations over ``z1``.
     """
-    w1, w2 = weight12.double().chunk(2, dim=0)
+    w1, w2 = weight12.detach().double().chunk(2, dim=0)
     if bias12 is not None:
-        b1, b2 = bias12.double().chunk(2)
+        b1, b2 = bias12.detach().double().chunk(2)
     else:
         b1 = torch.zeros(w1.shape[0], dtype=torch.float64)
         b2 = torch.zeros_like(b1)
@@ -96,9 +96,9 @@ def _ffn_activation(mlp) -> str:
 def ffn_fit(mlp) -> tuple[torch.Tensor, torch.Tensor]:
     """(``L [H, C]``, the output weight ``[C, H]``) for a GELU (fc1/fc2) or SwiGLU (w12/w3) FFN."""
     if hasattr(mlp, "w12"):
-        return swiglu_fit(mlp.w12.weight, mlp.w12.bias), mlp.w3.weight.double()
+        return swiglu_fit(mlp.w12.weight, mlp.w12.bias), mlp.w3.weight.detach().double()
     if hasattr(mlp, "fc1"):
-        return gelu_fit(mlp.fc1.weight, mlp.fc1.bias, _ffn_activation(mlp)), mlp.fc2.weight.double()
+        return gelu_fit(mlp.fc1.weight, mlp.fc1.bias, _ffn_activation(mlp)), mlp.fc2.weight.detach().double()
     raise TypeError(f"cannot linearise an FFN of type {type(mlp).__name__}")
 
 

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 DEFAULT_MASK_THRESHOLD = 4.0  # the reference code's mask_thr
 DEFAULT_NORM_FACTOR = 4.0
+# A high-norm token counts as lying along the predicted direction above this |cos|.
+ALIGNED_COS = 0.8
 # Keep every layer's tokens for the alignment statistic only below this size; above it the
 # images are run a second time instead.
 _KEEP_TOKENS_BYTES = 768 * 2**20
@@ -103,6 +105,7 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
     # Sum of unit vectors of high-norm tokens per layer (pooled threshold known only now).
     unit_sums = [torch.zeros(vit.cfg.embed_dim) for _ in range(depth)]
     high_counts = [0] * depth
+    aligned_counts = [0] * depth
     for j, img in enumerate(images):
         layers = [k[j].float() for k in kept] if keep else _patch_tokens_per_layer(vit, img)
         for i, tok in enumerate(layers):
@@ -110,6 +113,7 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
             if mask.any():
                 unit_sums[i] += F.normalize(tok[mask], dim=-1).sum(dim=0)
                 high_counts[i] += int(mask.sum())
+                aligned_counts[i] += int((token_cosines(tok[mask], directions[i]) >= ALIGNED_COS).sum())
 
     rows = []
     for i in range(depth):
@@ -126,6 +130,7 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
             "defect_tokens": int(all_flags.sum()),
             "high_norm_fraction": high_counts[i] / all_norms.numel(),
             "high_norm_tokens": high_counts[i],
+            "aligned_high_norm_tokens": aligned_counts[i],
             "median_norm": float(medians[i]),
             "max_norm": float(all_norms.max()),
             "alignment": alignment,
@@ -156,9 +161,13 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
     return result
 
 
-def first_defect_layer(rows: list[dict], min_alignment: float = 0.9) -> int | None:
-    """The first layer whose high-norm tokens exist and lie along the predicted direction."""
+def first_defect_layer(rows: list[dict]) -> int | None:
+    """The first layer with a high-norm token along its predicted direction (|cos| >= ``ALIGNED_COS``).
+
+    Counting tokens one by one, rather than using the pooled ``alignment``, keeps natural
+    high-norm outliers (textured patches at early layers) from hiding where the defect starts.
+    """
     for r in rows:
-        if r["high_norm_tokens"] > 0 and r["alignment"] is not None and r["alignment"] >= min_alignment:
+        if r.get("aligned_high_norm_tokens", 0) > 0:
             return r["index"]
     return None

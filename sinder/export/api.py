@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -104,7 +105,7 @@ def export_model(
                 p.unlink()
         else:
             graph.export_graph(wrapper, onnx_path, resolution.min_side, resolution.max_side, max_batch_size, opset)
-        external = (tmp / (repository.MODEL_FILE + ".data")).exists()
+        external = any(p.name != repository.MODEL_FILE for p in tmp.iterdir() if not p.name.startswith("."))
         _log(f"[export {name}] 2/3 onnx.checker (full_check)", progress)
         _check(onnx_path)
         _log(f"[export {name}] 3/3 parity with PyTorch at {len(cases)} batch/resolution cases", progress)
@@ -117,12 +118,23 @@ def export_model(
             extra={"export_seconds": round(time.perf_counter() - started, 2)},
         )
         write_json(tmp / repository.MANIFEST_FILE, manifest)
+        make_readable(tmp)
     kind = instance_kind or ("KIND_CPU" if precision == "int8" else "KIND_GPU")
     inputs, outputs = tensor_specs(arch.embed_dim, arch.num_register_tokens, precision)
     write_bytes(model_dir / repository.CONFIG_FILE,
                 config_pbtxt(name, inputs, outputs, max_batch_size, instance_kind=kind).encode())
+    make_readable(model_dir / repository.CONFIG_FILE)
     _log(f"[export {name}] wrote {version_dir} in {time.perf_counter() - started:.1f}s", progress)
     return version_dir
+
+
+def make_readable(path: Path) -> None:
+    """Temporary files and folders are created private (0600/0700); a server that mounts the
+    repository may run as another user, so give the result the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def _check(path: Path) -> None:

@@ -19,6 +19,7 @@ from .wrapper import defect_diagnostics
 FP32_MAX_ABS = 1e-4
 FP16_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.99
+BATCH_INVARIANCE = 1e-4  # max abs between an image alone and in a batch (fp32, fp16)
 MAX_ILL_CONDITIONED = 0.01  # fraction of tokens that may be excluded from the fp32 max abs
 FEATURES = ("cls_token", "patch_tokens", "register_tokens")
 
@@ -173,6 +174,12 @@ def measure_parity(
         "batch_vs_alone_max_abs": max((r.get("batch_vs_alone_max_abs", 0.0) for r in rows), default=0.0),
         "cases": rows,
     }
+    # int8 quantizes activations with one scale per batch tensor: an image's features then
+    # depend (slightly) on the other images of its batch; the manifest says so
+    result["batch_invariant"] = result["batch_vs_alone_max_abs"] <= BATCH_INVARIANCE
+    if precision != "int8" and not result["batch_invariant"]:
+        raise SinderError(f"an image's outputs differ alone and in a batch by {result['batch_vs_alone_max_abs']:.3g} "
+                          f"(bound {BATCH_INVARIANCE:g})")
     _enforce(result, precision, feats)
     return result
 

@@ -34,15 +34,18 @@ def _candidate_images(resolution: int, patch: int) -> list[torch.Tensor]:
         return [torch.randn(3, side, side, generator=torch.Generator().manual_seed(0))]
 
 
-def _median_seconds(fn, repeats: int, warmup: int) -> float:
+def _interleaved_medians(fns: dict, repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each function, timed in turns so that a busy machine slows all alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def iteration_vs_forward_backward(
@@ -75,7 +78,6 @@ def iteration_vs_forward_backward(
         layer = trainer.step(image).layer
         if layer is not None:
             break
-    t_iter = _median_seconds(lambda: trainer.step(image), repeats, warmup)
 
     plain = copy.deepcopy(vit).train()
     for p in plain.parameters():
@@ -99,8 +101,9 @@ def iteration_vs_forward_backward(
             x = blk(x)
         x.square().mean().backward()
 
-    t_full = _median_seconds(full, repeats, warmup)
-    t_same = _median_seconds(same_blocks, repeats, warmup)
+    t = _interleaved_medians({"iteration": lambda: trainer.step(image), "full": full, "same": same_blocks},
+                             repeats, warmup)
+    t_iter, t_full, t_same = t["iteration"], t["full"], t["same"]
     return {
         "resolution": int(image.shape[-1]),
         "tokens": (image.shape[-2] // vit.patch_size) * (image.shape[-1] // vit.patch_size),

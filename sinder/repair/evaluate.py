@@ -21,14 +21,15 @@ from ..defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, defec
 
 
 def _features(vit, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    param = next(vit.parameters())
     with torch.no_grad():
-        out = vit.forward_features(image[None].to(next(vit.parameters()).dtype))
+        out = vit.forward_features(image[None].to(param.device, param.dtype))
     parts = vit.split(out["x_prenorm"])
     return {
-        "patch": parts["patch"][0].float(),
-        "cls": parts["cls"][0].float(),
-        "patch_normed": out["x_norm_patchtokens"][0].float(),
-        "cls_normed": out["x_norm_clstoken"][0].float(),
+        "patch": parts["patch"][0].float().cpu(),
+        "cls": parts["cls"][0].float().cpu(),
+        "patch_normed": out["x_norm_patchtokens"][0].float().cpu(),
+        "cls_normed": out["x_norm_clstoken"][0].float().cpu(),
     }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.functional import normalize
 
-TEMPERATURE = 0.1  # reference code: softness of the suppression of defect-aligned neighbours
+from .options import KERNELS, TEMPERATURE
 
 _GAUSSIANS = {
     3: torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16,
@@ -32,7 +32,6 @@ _GAUSSIANS = {
     )
     / 273,
 }
-KERNELS = tuple(_GAUSSIANS)
 
 
 @dataclass
@@ -67,17 +66,23 @@ def defect_grid_mask(alignment: torch.Tensor, mask_thr: float, kernel: int) -> t
 
 
 def neighbour_targets(
-    tokens: torch.Tensor, alignment: torch.Tensor, kernel: int, temperature: float = TEMPERATURE
+    tokens: torch.Tensor,
+    alignment: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    kernel: int,
+    temperature: float = TEMPERATURE,
 ) -> torch.Tensor:
-    """``[H-2p, W-2p, C]`` targets: the defect-suppressing Gaussian average of each interior token's window."""
-    _check_kernel(kernel)
-    prob = torch.exp(-alignment / temperature)
-    w = prob.unfold(0, kernel, 1).unfold(1, kernel, 1)  # [H', W', k, k]
+    """``[M, C]`` targets of the interior tokens at (``rows``, ``cols``): the defect-suppressing
+    Gaussian average of each one's ``k×k`` window (the reference computes it for every token
+    and indexes; only the defective tokens' windows are gathered here)."""
+    pad = _check_kernel(kernel)
+    offsets = torch.arange(-pad, pad + 1, device=tokens.device)
+    rr = rows[:, None, None] + offsets[None, :, None]  # [M, k, 1]
+    cc = cols[:, None, None] + offsets[None, None, :]  # [M, 1, k]
+    w = torch.exp(-alignment[rr, cc] / temperature) * _GAUSSIANS[kernel].to(alignment)
     w = w / w.sum(dim=(-1, -2), keepdim=True)
-    w = w * _GAUSSIANS[kernel].to(w)
-    w = w / w.sum(dim=(-1, -2), keepdim=True)
-    windows = tokens.unfold(0, kernel, 1).unfold(1, kernel, 1)  # [H', W', C, k, k]
-    return (windows * w[:, :, None]).sum(dim=(-1, -2))
+    return (tokens[rr, cc] * w[..., None]).sum(dim=(1, 2))
 
 
 def neighbour_loss(
@@ -101,7 +106,7 @@ def neighbour_loss(
         if index.numel() == 0:
             return None
         rows, cols = index // w, index % w
-        targets = neighbour_targets(tokens.detach(), alignment, kernel, temperature)
+        targets = neighbour_targets(tokens.detach(), alignment, rows, cols, kernel, temperature)
         alpha = tokens.detach()[pad : h - pad, pad : w - pad].norm(dim=-1).mean()
-    dist = (tokens[rows, cols] - targets[rows - pad, cols - pad]).norm(dim=-1)
+    dist = (tokens[rows, cols] - targets).norm(dim=-1)
     return NeighbourLoss(loss=dist.mean() / alpha, rows=rows, cols=cols, mask=mask, alpha=alpha)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import SinderError
-from .loss import KERNELS, TEMPERATURE
+
+# Kept here, free of torch, so that building the CLI parser stays fast.
+TEMPERATURE = 0.1  # reference code: softness of the suppression of defect-aligned neighbours
+KERNELS = (3, 5)  # neighbourhoods the reference code has Gaussians for
 
 
 @dataclass(frozen=True)

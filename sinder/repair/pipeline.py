@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
-from ..atomic import write_json, write_with
+from ..atomic import write_json
+from ..checkpoints import save_official, sha256_file
 from ..errors import ImageError, SinderError
 from ..model import LoadedModel
 from .evaluate import compare_models
@@ -21,19 +20,6 @@ from .train import RepairTrainer, resume_path_for
 
 REPORT_NAME = "repair_report.json"
 RESUME_MODES = ("auto", "require", "never")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict as standalone contiguous tensors (no shared storage, no views)."""
-    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
 
 
 def _check_images(train_paths: Sequence[Path], heldout_paths: Sequence[Path]) -> None:
@@ -101,17 +87,16 @@ def run_repair(
 
     fold_svd(model)
     model.eval()
-    state = plain_state_dict(model)
     expected = set(original.state_dict())
-    if set(state) != expected:  # a bug, not a user error: the fold must restore the official layout
-        raise RuntimeError(f"repaired state dict keys differ from the model's: {sorted(set(state) ^ expected)[:5]}")
+    if set(model.state_dict()) != expected:  # a bug, not a user error: the fold must restore the layout
+        raise RuntimeError(f"repaired keys differ from the model's: {sorted(set(model.state_dict()) ^ expected)[:5]}")
 
     measure_res = options.measure_resolution or options.resolution
     evaluation = compare_models(original, model, directions[-1], heldout_paths, measure_res,
                                 repaired_direction=defect_directions(model).float()[-1], progress=progress)
 
-    write_with(out, lambda tmp: torch.save(state, tmp))
-    sha = _sha256(out)
+    save_official(model, out)  # plain tensors, official keys, written atomically
+    sha = sha256_file(out)
     seconds = time.perf_counter() - started
     report = {
         "synthetic": loaded.synthetic,
@@ -121,7 +106,7 @@ def run_repair(
         "output": {"path": str(out), "sha256": sha, "layout": "official DINOv2 state dict (SINDER repaired)"},
         "images": {"train": len(train_paths), "held_out": len(heldout_paths),
                    "held_out_names": [p.name for p in heldout_paths]},
-        "options": options.to_dict(),
+        "options": {**options.to_dict(), "measure_resolution": measure_res},
         "iterations": result.iterations,
         "optimizer_steps": result.steps,
         "stopped_by_rule": result.stopped_early,

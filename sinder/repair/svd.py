@@ -129,7 +129,8 @@ class SVDLinear(nn.Module):
         return linear
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, trainable_rows=[{self.row0}:], rank={self.epsilon.numel()}"
+        return (f"in={self.in_features}, out={self.out_features}, trainable_rows=[{self.row0}:], "
+                f"rank={self.epsilon.numel()}")
 
 
 def _qkv_row0(name: str, linear: nn.Linear) -> int:

@@ -21,9 +21,11 @@ seed and the epoch, so the iteration number fixes where the run continues.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +134,9 @@ class RepairTrainer:
         if directions.shape[0] != depth:
             raise ValueError(f"{directions.shape[0]} defect directions for a model of depth {depth}")
         self.model = model
-        self.directions = directions.detach().float()
+        ref = next(model.parameters())
+        self.device, self.dtype = ref.device, ref.dtype
+        self.directions = directions.detach().to(self.device, self.dtype)
         self.images = list(images)
         self.options = options
         self.resume_file = resume_file
@@ -188,7 +192,7 @@ class RepairTrainer:
         patch = model.patch_size
         gh, gw = image.shape[-2] // patch, image.shape[-1] // patch
         with torch.no_grad():
-            x = model.prepare_tokens(image[None].float())
+            x = model.prepare_tokens(image[None].to(self.device, self.dtype))
         ins: list[torch.Tensor | None] = []
         outs: list[torch.Tensor | None] = []
         found = None
@@ -239,6 +243,11 @@ class RepairTrainer:
     def clean_fraction(self) -> float:
         return sum(self.history) / len(self.history)
 
+    def _projected_total(self, limit: int) -> int:
+        """Where the run ends if every further image is clean (the bar's total; it grows while defects remain)."""
+        missing = math.ceil(self.options.stop_fraction * len(self.history) - 1e-9) - sum(self.history)
+        return min(limit, self.iteration + max(0, missing))
+
     def _limit(self) -> int:
         limit = self.options.max_iterations
         if self.options.max_epochs is not None:
@@ -246,16 +255,14 @@ class RepairTrainer:
         return limit
 
     def run(self) -> TrainResult:
-        import time
-
         limit = self._limit()
         start = time.perf_counter()
         stopped = False
         self.model.train()
         guard = _DeferredInterrupt()
         self.preload()
-        bar = tqdm(total=limit, initial=self.iteration, desc="repair", unit="it", file=sys.stderr,
-                   disable=not self.progress, dynamic_ncols=True, leave=False)
+        bar = tqdm(total=self._projected_total(limit), initial=self.iteration, desc="repair", unit="it",
+                   file=sys.stderr, disable=not self.progress, dynamic_ncols=True, leave=False)
         try:
             with guard.installed():
                 while self.iteration < limit:
@@ -268,9 +275,11 @@ class RepairTrainer:
                         self.loss_layers[result.layer] = self.loss_layers.get(result.layer, 0) + 1
                     self.steps += int(result.stepped)
                     self.iteration += 1
+                    bar.total = self._projected_total(limit)
                     bar.update(1)
-                    bar.set_postfix(clean=f"{self.clean_fraction():.2f}/{self.options.stop_fraction:.2f}", layer=result.layer,
-                                    loss=None if result.loss is None else f"{result.loss:.3f}", refresh=False)
+                    bar.set_postfix(clean=f"{self.clean_fraction():.2f}/{self.options.stop_fraction:.2f}",
+                                    layer=result.layer, refresh=False,
+                                    loss=None if result.loss is None else f"{result.loss:.3f}")
                     if guard.requested:
                         raise KeyboardInterrupt
                     if self.resume_file is not None and self.iteration % self.options.save_every == 0:

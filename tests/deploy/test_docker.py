@@ -201,3 +201,16 @@ def test_dockerignore_keeps_local_state_out():
         assert is_ignored(path, patterns), f".dockerignore lets {path} into the build context"
     for path in ("service", "sinder", "pyproject.toml", "docker/healthcheck.py"):
         assert not is_ignored(path, patterns)
+
+
+def test_compose_settings_are_real_service_settings(compose):
+    """A misspelt SINDER_ variable would be ignored silently (extra="ignore"): check every one."""
+    from service.config import Settings
+
+    env = compose["services"]["service"]["environment"]
+    names = env if isinstance(env, list) else list(env)
+    names = [n.split("=", 1)[0] for n in names]
+    fields = set(Settings.model_fields)
+    unknown = [n for n in names if n.startswith("SINDER_") and n.removeprefix("SINDER_").lower() not in fields]
+    assert not unknown, f"compose sets unknown service settings {unknown}"
+    assert "SINDER_REQUIRE_GPU" in names  # onnxruntime-gpu falls back to CPU silently otherwise

@@ -129,3 +129,49 @@ def test_build_needs_two_images(tmp_path, stubs):
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(folder / "a.png")
     with pytest.raises(SinderError, match="at least 2 images"):
         build.build(build.BuildPlan(tmp_path / "repo", "demo", images=folder, progress=False), tiny_loaded())
+
+
+def test_build_demo_rebuilds_when_the_demo_weights_change(tmp_path, images, stubs, monkeypatch, capsys):
+    import sinder.demo
+    import sinder.images
+
+    monkeypatch.setattr(sinder.images, "demo_images_dir", lambda *a, **k: images)
+    monkeypatch.setattr(sinder.demo, "load_demo", lambda seed=0: tiny_loaded())
+    repo = tmp_path / "repo"
+    build.build_demo(repo, progress=False)
+    assert (repo / "dinov2_demo" / "1").is_dir() and (repo / "dinov2_demo_sinder" / "1").is_dir()
+    again = build.build_demo(repo)
+    assert all(s["status"] == "reused" for s in again["steps"])
+    assert "complete" in capsys.readouterr().err
+
+    newer = tiny_loaded(seed=7)
+    newer.sha256 = "b" * 64
+    monkeypatch.setattr(sinder.demo, "load_demo", lambda seed=0: newer)
+    rebuilt = build.build_demo(repo)
+    assert all(s["status"] == "built" for s in rebuilt["steps"])
+    assert "differs" in capsys.readouterr().err
+
+
+def test_build_cli_for_a_checkpoint(tmp_path, images, stubs):
+    from sinder.cli import main
+
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"unused: load_model is stubbed")
+    repo = tmp_path / "repo"
+    args = ["build", "--checkpoint", str(ckpt), "--name", "mine", "--images", str(images), "--model-repo", str(repo),
+            "--resolution", "224"]
+    assert main(args) == 0
+    assert (repo / "mine" / "1").is_dir() and (repo / "mine_sinder" / "1").is_dir()
+    assert (repo / "reports" / "mine_sinder" / "repair_report.json").is_file()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["build", "--demo", "--name", "x"], "--demo builds dinov2_demo"),
+    (["build", "--checkpoint", "c.pth"], "--checkpoint needs --name"),
+])
+def test_build_cli_rejects_bad_combinations(tmp_path, capsys, args, needle):
+    from sinder.cli import main
+
+    assert main(args + ["--model-repo", str(tmp_path / "repo")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1

@@ -65,9 +65,10 @@ def test_load_image_normalises_with_imagenet_stats(tmp_path):
     assert np.allclose(denormalize(x), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode,color", [("L", 128), ("RGBA", (10, 20, 30, 128)), ("P", 3), ("I;16", 3000), ("CMYK", (0, 0, 0, 0))])
+@pytest.mark.parametrize("mode,color", [("L", 128), ("RGBA", (10, 20, 30, 128)), ("P", 3), ("I;16", 3000),
+                                        ("CMYK", (0, 0, 0, 0)), ("F", 0.5), ("1", 1)])
 def test_load_image_any_mode_gives_three_channels(tmp_path, mode, color):
-    path = tmp_path / ("i.tif" if mode in ("I;16", "CMYK") else "i.png")
+    path = tmp_path / ("i.tif" if mode in ("I;16", "CMYK", "F") else "i.png")
     Image.new(mode, (30, 30), color).save(path)
     assert load_image(path, resolution=28).shape == (3, 28, 28)
 
@@ -130,3 +131,13 @@ def test_split_images_edge_cases():
     assert split_images(two, 0.0) == (two, [])
     with pytest.raises(ImageError):
         split_images(two, 1.0)
+
+
+def test_default_demo_dir_follows_the_environment(monkeypatch, tmp_path):
+    from sinder.images import default_demo_dir
+
+    monkeypatch.setenv("SINDER_CACHE", str(tmp_path / "c"))
+    assert default_demo_dir() == tmp_path / "c" / "demo_images"
+    monkeypatch.delenv("SINDER_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert default_demo_dir() == tmp_path / "x" / "sinder" / "demo_images"

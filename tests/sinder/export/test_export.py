@@ -48,6 +48,7 @@ def test_manifest_has_the_contract_fields(exported, tiny):
     assert m["parity"]["max_abs"]["patch_tokens"] <= 1e-4 and m["parity"]["max_abs"]["cls_token"] <= 1e-4
     assert {(c["batch"], c["height"], c["width"]) for c in m["parity"]["cases"]} == set(SMALL_CASES)
     assert m["repair"] is None
+    assert m["parity"]["batch_invariant"] is True and m["parity"]["batch_vs_alone_max_abs"] <= 1e-5
 
 
 def test_graph_signature_and_dynamic_shapes(exported, tiny):
@@ -88,9 +89,9 @@ def test_default_version_is_next_and_existing_is_refused(tmp_path, tiny, fast_gr
     assert next_version(tmp_path / "m") == 8
     with pytest.raises(SinderError, match="already exists.*--overwrite"):
         export_model(tiny, tmp_path, "m", version=2, **kw)
-    before = (tmp_path / "m" / "2" / "manifest.json").read_text()
+    (tmp_path / "m" / "2" / "stale.txt").write_text("from the old version")
     export_model(tiny, tmp_path, "m", version=2, overwrite=True, **kw)
-    assert (tmp_path / "m" / "2" / "manifest.json").read_text() != before  # new export time
+    assert sorted(p.name for p in (tmp_path / "m" / "2").iterdir()) == ["manifest.json", "model.onnx"]
     assert versions(tmp_path / "m") == [1, 2, 7]
 
 
@@ -128,7 +129,11 @@ def test_bad_arguments_are_named(tmp_path, tiny, bad, match):
         export_model(tiny, tmp_path, **kw)
 
 
-def test_fp16_export_types_and_cosine(tmp_path):
+def test_fp16_export_types_and_cosine(tmp_path, monkeypatch):
+    # also the ViT-g path: weights in external data (forced here by a zero threshold)
+    from sinder.export import graph
+
+    monkeypatch.setattr(graph, "_EXTERNAL_DATA_ABOVE", 0)
     loaded = tiny_loaded(registers=4)
     out = export_model(loaded, tmp_path, "h", precision="fp16", direction=unit_direction(64),
                        parity_cases=SMALL_CASES, progress=False)
@@ -140,15 +145,28 @@ def test_fp16_export_types_and_cosine(tmp_path):
     assert m["precision"] == "fp16" and m["parity"]["min_mean_cosine"]["patch_tokens"] >= 0.999
     assert {o["name"]: o["dtype"] for o in m["outputs"]}["register_tokens"] == "float16"
     assert "TYPE_FP16" in (tmp_path / "h" / "config.pbtxt").read_text()
+    assert m["provenance"]["external_data"] is True and (out / "model.onnx.data").is_file()
+    assert (out / "model.onnx").stat().st_size < (out / "model.onnx.data").stat().st_size
 
 
 def test_int8_variant_is_close_to_float32(tmp_path, tiny, fast_graph):
     # fast_graph hands the quantizer the session's fp32 export of the same model
     out = export_model(tiny, tmp_path, "q", precision="int8", direction=unit_direction(64),
                        parity_cases=SMALL_CASES[:1], progress=False)
-    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
-    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert {n.op_type for n in graph.node} & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    weights = {t.name: t.data_type for t in graph.initializer}
+    fc2 = {t for n, t in weights.items() if n.startswith("blocks.0.fc2.weight")}
+    assert fc2 == {onnx.TensorProto.FLOAT}  # the outlier-prone layer stays float
+    assert any(n.startswith("blocks.0.qkv.weight") and t == onnx.TensorProto.INT8 for n, t in weights.items())
     m = json.loads((out / "manifest.json").read_text())
     assert m["precision"] == "int8" and m["parity"]["min_mean_cosine"]["patch_tokens"] >= parity.INT8_MIN_COSINE
+    assert isinstance(m["parity"]["batch_invariant"], bool)  # dynamic activation scales are per batch
     assert "KIND_CPU" in (tmp_path / "q" / "config.pbtxt").read_text()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_exported_files_are_readable_by_other_users(exported):
+    repo, out = exported
+    for p in [out, out / "model.onnx", out / "manifest.json", repo / "tiny" / "config.pbtxt"]:
+        assert p.stat().st_mode & 0o004, p  # a server in another container may run as another user

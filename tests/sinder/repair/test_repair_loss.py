@@ -57,6 +57,31 @@ def test_loss_matches_the_reference_formula_for_one_token():
     assert weights[1, 1] < 1e-3
 
 
+def test_loss_over_several_tokens_matches_a_direct_loop():
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randn(12, 14, 24, generator=g)
+    direction = torch.randn(24, generator=g)
+    unit = direction / direction.norm()
+    for r, c in [(2, 3), (2, 4), (6, 8), (0, 5)]:
+        tokens[r, c] += 25 * unit
+    res = neighbour_loss(tokens, direction, mask_thr=4, kernel=3)
+    cos = (torch.nn.functional.normalize(tokens, dim=-1) @ unit).abs()
+    flagged = [(r, c) for r in range(1, 11) for c in range(1, 13) if cos[r, c] > cos.mean() + 4 * cos.std()]
+    assert sorted(zip(res.rows.tolist(), res.cols.tolist())) == flagged == [(2, 3), (2, 4), (6, 8)]
+    gauss = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]])
+    dists = []
+    for r, c in flagged:
+        num, den = torch.zeros(24), 0.0
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                wgt = gauss[dr + 1, dc + 1] * torch.exp(-cos[r + dr, c + dc] / TEMPERATURE)
+                num += wgt * tokens[r + dr, c + dc]
+                den += wgt
+        dists.append((tokens[r, c] - num / den).norm())
+    alpha = tokens[1:-1, 1:-1].norm(dim=-1).mean()
+    torch.testing.assert_close(res.loss, torch.stack(dists).mean() / alpha)
+
+
 def test_threshold_follows_mean_plus_k_std():
     cos = torch.zeros(6, 6)
     cos[2, 2] = 1.0

@@ -11,7 +11,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bench.loadgen import ensure_loopback, run_load_sync
+from bench.loadgen import ensure_loopback, run_load_processes, run_load_sync
 from bench.server import free_port
 from bench.service_bench import histogram_sum_count
 
@@ -121,3 +121,12 @@ def test_histogram_parsing_by_model():
     assert histogram_sum_count(text, "batch_size", "a") == (30.0, 5.0)
     assert histogram_sum_count(text, "batch_size", "b") == (4.0, 4.0)  # "name:version" label
     assert histogram_sum_count(text, "batch_size") == (134.0, 10.0)
+
+
+def test_several_generator_processes_add_up(stub):
+    app, url = stub
+    app.state.n = 0
+    res = run_load_processes(f"{url}/ok", b"{}", processes=2, concurrency=2, max_requests=10, max_seconds=30,
+                             images_per_request=3)
+    assert res.sent == 20 and res.statuses == {200: 20} and app.state.n == 20
+    assert res.images_ok == 60 and len(res.latencies) == 20 and res.seconds > 0

@@ -60,6 +60,7 @@ def test_render_names_machine_command_models_and_synthetic_weights():
     assert "Test CPU" in text and "onnxruntime 1.0" in text and "python -m bench --quick" in text
     assert "synthetic" in text.lower()
     assert "| Service | throughput | ViT-S/14 shape, synthetic, 224x224 |" in text
+    assert "224x224, batch 8 |" in report.render(MACHINE, "cmd", [_fig(batch=8)], "t", 1.0)
     assert "0.925" in text and "pass" in text  # median of 0.9 and 0.95
     assert "Not measured: sinder.repair.bench unavailable" in text
     assert "| json | 2,500 |" in text

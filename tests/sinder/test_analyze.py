@@ -1,0 +1,95 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from sinder import demo
+from sinder.analyze import run_analysis
+from sinder.errors import ImageError
+from sinder.images import demo_images_dir
+
+PHOTOS = ("moon.png", "rocket.jpg", "astronaut.png")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    src = demo_images_dir(tmp_path_factory.mktemp("all") / "demo")
+    dest = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        shutil.copyfile(src / name, dest / name)
+    return [dest / name for name in PHOTOS]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return demo.load_demo(0)
+
+
+@pytest.fixture(scope="module")
+def repaired():
+    fixed = demo.load_demo(0)
+    fc1 = fixed.model.blocks[demo.DEFECT_BLOCK].mlp.fc1
+    u, s, vh = torch.linalg.svd(fc1.weight.detach().double(), full_matrices=False)
+    s[0] = 0
+    with torch.no_grad():
+        fc1.weight.copy_((u * s) @ vh)
+    fixed.source = "repaired-in-test"
+    return fixed
+
+
+def test_report_and_pictures(loaded, photos, tmp_path):
+    out = tmp_path / "out"
+    report = run_analysis(loaded, photos, out, progress=False)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["layers"] == report["layers"]
+    assert report["images"] == 3
+    assert report["model"]["arch"] == "vits14"
+    assert report["model"]["source"] == "demo:seed=0"
+    assert report["model"]["sha256"] == loaded.sha256
+    assert report["model"]["synthetic"] is True and report["synthetic"] is True
+    assert "SYNTHETIC" in report["note"]
+    assert len(report["layers"]) == loaded.arch.depth
+    for row in report["layers"]:
+        assert set(row) >= {"index", "defect_fraction", "high_norm_fraction", "median_norm", "max_norm", "alignment"}
+    assert report["first_defect_layer"] == demo.DEFECT_BLOCK
+    assert report["layers"][-1]["alignment"] > 0.95
+    assert [p["name"] for p in report["per_image"]] == list(PHOTOS)
+    pictures = [out / report["pictures"]["layers"]] + [out / p for p in report["pictures"]["images"]]
+    assert len(pictures) == 4
+    for p in pictures:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    leftovers = [p for p in out.rglob(".*")]
+    assert not leftovers
+
+
+def test_before_and_after(loaded, repaired, photos, tmp_path):
+    report = run_analysis(loaded, photos, tmp_path / "out", repaired=repaired, progress=False)
+    after = report["repaired"]
+    assert after["model"]["source"] == "repaired-in-test"
+    assert report["layers"][-1]["high_norm_tokens"] > 0
+    assert after["layers"][-1]["high_norm_tokens"] == 0
+    assert after["layers"][-1]["defect_tokens"] < 0.1 * report["layers"][-1]["defect_tokens"]
+    assert after["first_defect_layer"] is None
+
+
+def test_unreadable_image_leaves_no_output(loaded, photos, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    with pytest.raises(ImageError, match="broken.png"):
+        run_analysis(loaded, [photos[0], bad], out, progress=False)
+    assert not (out / "report.json").exists()
+
+
+def test_no_images(loaded, tmp_path):
+    with pytest.raises(ImageError):
+        run_analysis(loaded, [], tmp_path / "out", progress=False)
