@@ -50,7 +50,7 @@ class Settings(BaseSettings):
 
     # Batching
     max_batch_size: int = Field(32, ge=1, le=4096, description="Largest batch; capped by each model's own max_batch_size.")
-    max_queue_delay_ms: float = Field(5.0, ge=0, le=60_000, description="How long the first queued image waits for a batch to fill.")
+    max_queue_delay_ms: float = Field(5.0, ge=0, le=60_000, description="How long the first queued image waits for a batch to fill while more requests for the model are being decoded; a lone request runs at once.")
     queue_size: int = Field(256, ge=1, description="Images waiting per model; beyond it requests get 429 at once.")
     max_inflight_requests: int = Field(256, ge=1, description="Requests being decoded or waiting at once; beyond it 429.")
     max_inflight_bytes: int = Field(

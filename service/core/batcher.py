@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import time
@@ -44,7 +45,8 @@ class _Item:
 
 class Batcher:
     def __init__(self, name: str, infer: Callable[[np.ndarray], dict[str, np.ndarray]], *,
-                 max_batch_size: int, max_queue_delay_s: float, queue_size: int, metrics: Metrics | None = None):
+                 max_batch_size: int, max_queue_delay_s: float, queue_size: int, metrics: Metrics | None = None,
+                 wait_only_for_incoming: bool = False):
         self.name = name
         self._infer = infer
         self.max_batch_size = max_batch_size
@@ -59,6 +61,10 @@ class Batcher:
         # One thread: one batch at a time per model keeps batches full and memory flat.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
         self._batch_seconds = 0.0  # moving average, for Retry-After
+        # With wait_only_for_incoming, a partial batch waits for max_queue_delay only while
+        # another request for this model is being decoded: a lone client pays no delay.
+        self._wait_only_for_incoming = wait_only_for_incoming
+        self._incoming = 0
 
     # -- public -------------------------------------------------------------------------
     @property
@@ -104,6 +110,20 @@ class Batcher:
         self._set_depth_gauge()
         self._wakeup.set()
         return futures
+
+    @contextlib.contextmanager
+    def incoming(self):
+        """Mark a request as on its way (being decoded) so that partial batches wait for it."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+            if self._incoming == 0:
+                self._wakeup.set()
+
+    def _more_expected(self) -> bool:
+        return not self._wait_only_for_incoming or self._incoming > 0
 
     def stop_accepting(self) -> None:
         """Refuse new work; the worker keeps running what is queued, without waiting for fuller batches."""
@@ -152,7 +172,7 @@ class Batcher:
         full = [q for q in self._pending.values() if len(q) >= self.max_batch_size]
         oldest = min(full or self._pending.values(), key=lambda q: q[0].enqueued)
         wait = oldest[0].enqueued + self.max_queue_delay_s - now
-        if not full and wait > 0 and not self._closing:
+        if not full and wait > 0 and not self._closing and self._more_expected():
             return None, wait
         key = self._key(oldest[0].image)
         items = [oldest.popleft() for _ in range(min(len(oldest), self.max_batch_size))]

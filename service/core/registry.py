@@ -159,7 +159,7 @@ class ModelRegistry:
                     entry.backend.close()
                     entry.backend = None
             else:
-                entry.batcher = Batcher(entry.key, entry.backend.run, metrics=self._metrics, **{
+                entry.batcher = Batcher(entry.key, entry.backend.run, metrics=self._metrics, wait_only_for_incoming=True, **{
                     **self._batching, "max_batch_size": min(self._batching["max_batch_size"], entry.max_batch_size)})
                 entry.batcher.start()
                 entry.state = "ready"

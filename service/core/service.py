@@ -241,7 +241,8 @@ class FeatureService:
         if not entry.batcher.has_room(len(images)):  # cheap refusal before decoding anything
             self.metrics.reject("queue_full")
             raise Overloaded(f"queue of model {entry.key} is full; retry later", retry_after=entry.batcher.retry_after())
-        arrays = await self.prepare(images, entry, options)
+        with entry.batcher.incoming():
+            arrays = await self.prepare(images, entry, options)
         decoded = time.monotonic()
         results = await self.infer(entry, arrays, deadline, disconnected)
         for res in results:
@@ -308,5 +309,8 @@ class FeatureService:
         for model_entry in rows_for:
             (res,) = await self.infer(model_entry, [array], deadline, disconnected)
             o = res.outputs
-            rows.append(viz.Row(f"{model_entry.key} ({model_entry.provider})", array, o["patch_tokens"], o["token_norms"], o["defect_mask"]))
+            # Numbers from the generated demo weights must never pass for a real model's.
+            synthetic = ", SYNTHETIC demo weights" if (model_entry.manifest or {}).get("synthetic") is True else ""
+            label = f"{model_entry.key} ({model_entry.provider}{synthetic})"
+            rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"]))
         return await asyncio.get_running_loop().run_in_executor(self._pool, viz.render, rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import SinderError
 from ..model import ARCHS, LoadedModel
 from ..model.archs import INTERPOLATIONS
 
@@ -18,7 +19,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=sorted(ARCHS), help="override the architecture detected from the checkpoint")
     parser.add_argument("--interpolation", choices=INTERPOLATIONS,
                         help="position-embedding interpolation (default: the checkpoint's origin)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the demo model (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the demo model")
 
 
 def load_from_args(args: argparse.Namespace) -> LoadedModel:
@@ -26,6 +27,8 @@ def load_from_args(args: argparse.Namespace) -> LoadedModel:
         from ..demo import load_demo
 
         loaded = load_demo(seed=args.seed)
+        if args.arch and args.arch != loaded.arch.name:
+            raise SinderError(f"--arch {args.arch} does not apply to --demo: the demo model is {loaded.arch.name}")
         if args.interpolation:
             loaded.model.interpolation = args.interpolation
             loaded.arch = loaded.arch.with_(interpolation=args.interpolation)

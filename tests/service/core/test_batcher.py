@@ -225,3 +225,30 @@ def test_close_past_its_grace_fails_what_is_left_instead_of_hanging():
     took, outcomes = run(main())
     assert took < 0.4
     assert all(isinstance(o, Unavailable) for o in outcomes)
+
+
+def test_with_wait_only_for_incoming_a_lone_image_runs_at_once_and_waits_while_others_decode():
+    backend = FakeBackend()
+
+    async def main():
+        batcher = Batcher("m", backend.run, max_batch_size=8, max_queue_delay_s=0.5, queue_size=64,
+                          wait_only_for_incoming=True)
+        batcher.start()
+        start = time.monotonic()
+        await asyncio.gather(*batcher.submit([image(1)], far()))
+        alone = time.monotonic() - start
+
+        # Another request is being decoded: the first image waits for it and they share a batch.
+        with batcher.incoming():
+            first = batcher.submit([image(2)], far())
+            await asyncio.sleep(0.05)
+            assert not first[0].done()
+            second = batcher.submit([image(3)], far())
+        results = await asyncio.gather(*first, *second)
+        await batcher.close(1)
+        return alone, results
+
+    alone, results = run(main())
+    assert alone < 0.25  # far below the 0.5 s delay
+    assert [b[0] for b in backend.batches] == [1, 2]
+    assert all(r.batch_size == 2 for r in results)
