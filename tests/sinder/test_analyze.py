@@ -7,22 +7,13 @@ import torch
 from sinder import demo
 from sinder.analyze import run_analysis
 from sinder.errors import ImageError
-from sinder.images import demo_images_dir
 
 PHOTOS = ("moon.png", "rocket.jpg", "astronaut.png")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    src = demo_images_dir(tmp_path_factory.mktemp("all") / "demo")
+def photos(tmp_path_factory, demo_photos_dir):
+    src = demo_photos_dir
     dest = tmp_path_factory.mktemp("photos")
     for name in PHOTOS:
         shutil.copyfile(src / name, dest / name)

@@ -8,16 +8,8 @@ import torch.nn.functional as F
 from sinder import demo
 from sinder.defects.directions import defect_directions
 from sinder.defects.measure import measure_layers
-from sinder.images import demo_images_dir, list_images, load_image
+from sinder.images import list_images, load_image
 from sinder.model import ARCHS, build_model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +23,8 @@ def directions(loaded):
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    paths = list_images(demo_images_dir(tmp_path_factory.mktemp("photos") / "demo"))
+def photos(demo_photos_dir):
+    paths = list_images(demo_photos_dir)
     return paths, [load_image(p, 224) for p in paths]
 
 

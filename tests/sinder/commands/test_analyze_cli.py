@@ -6,20 +6,11 @@ import torch
 
 from sinder import demo
 from sinder.cli import main
-from sinder.images import demo_images_dir
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    src = demo_images_dir(tmp_path_factory.mktemp("all") / "demo")
+def photos(tmp_path_factory, demo_photos_dir):
+    src = demo_photos_dir
     dest = tmp_path_factory.mktemp("photos")
     for name in ("moon.png", "rocket.jpg"):
         shutil.copyfile(src / name, dest / name)

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from sinder.checkpoints import save_official
 from sinder.cli import main
@@ -14,14 +13,6 @@ from sinder.export import graph
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 from export_helpers import tiny_loaded  # noqa: E402  (the tiny random model of the export tests)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -29,14 +28,6 @@ def _one_line_error(capsys, *needles):
     for needle in needles:
         assert needle in err
     return err
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_missing_images_folder(tmp_path, capsys):

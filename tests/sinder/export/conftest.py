@@ -4,13 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from export_helpers import SMALL_CASES, tiny_loaded, unit_direction
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

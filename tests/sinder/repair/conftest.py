@@ -17,10 +17,3 @@ def image_paths(tmp_path):
     return write_images(tmp_path / "images", 6)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run faster on one thread than fighting over a shared 2-core CI machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
