@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import time
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -51,3 +53,12 @@ def wait_loaded(app, timeout: float = 20.0) -> None:
         if time.monotonic() > end:
             raise TimeoutError("models did not load")
         time.sleep(0.01)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait on the event loop until ``condition()`` holds: ordering without guessing a sleep on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.005)

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from service_test_utils import until
 
 from service.backends.fake import FakeBackend
 from service.core.batcher import Batcher
@@ -135,7 +136,7 @@ def test_cancelled_items_free_their_slots_and_never_run():
         batcher = Batcher("m", backend.run, max_batch_size=1, max_queue_delay_s=0.0, queue_size=3)
         batcher.start()
         busy = batcher.submit([image(1)], far())
-        await asyncio.sleep(0.05)  # image 1 is running now
+        await until(lambda: backend.seen_pixels)  # image 1 is running now
         gone = batcher.submit([image(2), image(3)], far())
         for fut in gone:
             fut.cancel()
@@ -181,7 +182,7 @@ def test_inference_runs_off_the_event_loop():
         batcher = Batcher("m", backend.run, max_batch_size=1, max_queue_delay_s=0.0, queue_size=4)
         batcher.start()
         futures = batcher.submit([image(1)], far())
-        await asyncio.sleep(0.05)
+        await until(lambda: backend.seen_pixels)  # inference has started
         start = time.monotonic()
         await asyncio.sleep(0.01)  # would wait for the whole batch if inference blocked the loop
         tick = time.monotonic() - start
