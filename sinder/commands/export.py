@@ -35,7 +35,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="also export NAME_int8, a CPU variant with dynamically quantized Linear weights")
     parser.add_argument("--max-batch-size", type=int, default=32, help="Triton's max_batch_size")
     parser.add_argument("--opset", type=int, default=None,
-                        help="ONNX opset (default 20; 23 fuses attention but needs onnxruntime >= 1.22)")
+                        help="ONNX opset (default 20: attention as the onnxruntime contrib op com.microsoft.Attention; "
+                             "23: standard operators only, needs onnxruntime >= 1.22)")
     parser.add_argument("--instance-kind", choices=("KIND_GPU", "KIND_CPU"),
                         help="Triton instance_group kind (default: KIND_GPU, KIND_CPU for int8)")
     parser.add_argument("--repair-report", type=Path, metavar="JSON",

@@ -115,7 +115,7 @@ def export_model(
             resolution=resolution, direction=direction, direction_layer=arch.depth - 1,
             threshold_std=threshold_std, high_norm_factor=HIGH_NORM_FACTOR, parity=figures,
             repair=repair_summary_of(repair_summary), opset=opset, external_data=external,
-            extra={"export_seconds": round(time.perf_counter() - started, 2)},
+            extra={"export_seconds": round(time.perf_counter() - started, 2)}, opset_imports=_opset_imports(onnx_path),
         )
         write_json(tmp / repository.MANIFEST_FILE, manifest)
         make_readable(tmp)
@@ -135,6 +135,13 @@ def make_readable(path: Path) -> None:
     os.umask(umask)
     for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def _opset_imports(path: Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {o.domain: int(o.version) for o in model.opset_import}
 
 
 def _check(path: Path) -> None:

@@ -11,9 +11,12 @@ from pathlib import Path
 import torch
 
 from ..errors import SinderError
+from . import fused_ops
 from .wrapper import ExportWrapper
 
-DEFAULT_OPSET = 20  # Gelu as one op; ORT >= 1.17 (Triton >= 24.01). 23 adds the fused Attention op (ORT >= 1.22).
+# 20: Gelu as one op, attention as onnxruntime's contrib Attention op; ORT >= 1.17 (Triton >= 24.01).
+# 23: attention as the standard Attention op; ORT >= 1.22 (see fused_ops.py).
+DEFAULT_OPSET = 20
 PROTOBUF_LIMIT = 2 * 1024**3
 # Headroom under the 2 GiB protobuf limit for the graph itself and the exporter's constants.
 _EXTERNAL_DATA_ABOVE = int(1.8 * 1024**3)
@@ -54,6 +57,7 @@ def export_graph(
                 output_names=wrapper.output_names,
                 dynamic_shapes={"images": {0: batch, 1: p * grid_h, 2: p * grid_w}},
                 opset_version=opset,
+                custom_translation_table=fused_ops.translation_table(opset),
                 optimize=True,
                 verbose=False,
                 report=False,

@@ -91,6 +91,7 @@ def build_manifest(
     opset: int,
     external_data: bool,
     extra: dict | None = None,
+    opset_imports: dict[str, int] | None = None,
 ) -> dict:
     arch = loaded.arch
     inputs, outputs = tensor_specs(arch.embed_dim, arch.num_register_tokens, precision)
@@ -135,6 +136,8 @@ def build_manifest(
             "tool_version": __version__,
             "torch_version": torch.__version__,
             "onnx_opset": opset,
+            # domain -> version; "com.microsoft" means the graph uses onnxruntime contrib ops
+            "onnx_opset_imports": opset_imports or {"": opset},
             "external_data": external_data,
             "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },

@@ -2,6 +2,7 @@
 
 The weights of the attention's qkv and output projections and of the FFN's first layer are
 quantized per output channel; activations are quantized on the fly, one scale per tensor.
+The fused attention node (``fused_ops.py``) becomes onnxruntime's ``QAttention``.
 Left in float32: the FFN's output projection (its input, the post-activation hidden layer,
 has a few outlier neurons — the ones that write the singular defect — and one per-tensor
 scale for them flattens every other neuron: on the demo model the patch-token cosine to
@@ -46,7 +47,7 @@ def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
         quantize_dynamic(
             str(fp32_path),
             str(out_path),
-            op_types_to_quantize=["MatMul", "Gemm"],
+            op_types_to_quantize=["MatMul", "Gemm", "Attention"],
             nodes_to_exclude=exclude,
             per_channel=True,
             weight_type=QuantType.QInt8,

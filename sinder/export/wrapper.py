@@ -8,6 +8,9 @@ The blocks are re-expressed for inference rather than traced as they are:
   (bias fused) instead of MatMul + Add;
 - LayerScale is folded into the weights of the layer before it (one elementwise pass less
   per branch);
+- in float32 the QKV projection, its bias and multi-head attention are one fused node
+  (``fused_ops.py``) instead of a dozen (bias, head split, batched matmuls, softmax,
+  transposes);
 - for fp16 the residual stream, every LayerNorm and the softmax stay in float32, only the
   matrix products run in float16 (the recipe of mixed-precision inference).
 The export checks the result against the untouched PyTorch model (see ``parity.py``).
@@ -21,6 +24,7 @@ from torch import nn
 
 from ..model import IMAGENET_MEAN, IMAGENET_STD, DinoVisionTransformer
 from ..model.layers import Block
+from .fused_ops import qkv_attention
 
 THRESHOLD_STD = 4.0  # the SINDER reference code's mask_thr
 
@@ -54,7 +58,10 @@ class _InferenceBlock(nn.Module):
         self.norm1 = _copy_norm(blk.norm1)
         self.norm2 = _copy_norm(blk.norm2)
         g1, g2 = blk.ls1.gamma.detach().float(), blk.ls2.gamma.detach().float()
-        self.qkv = _linear(blk.attn.qkv.weight, blk.attn.qkv.bias, dtype)
+        if dtype == torch.float32:
+            self.qkv = _InputMajor(blk.attn.qkv.weight, blk.attn.qkv.bias)
+        else:
+            self.qkv = _linear(blk.attn.qkv.weight, blk.attn.qkv.bias, dtype)
         self.proj = _linear(blk.attn.proj.weight * g1[:, None], blk.attn.proj.bias * g1, dtype)
         mlp = blk.mlp
         self.swiglu = hasattr(mlp, "w12")
@@ -68,14 +75,14 @@ class _InferenceBlock(nn.Module):
     def attention(self, h: torch.Tensor, b) -> torch.Tensor:
         c = h.shape[-1]
         heads = self.num_heads
+        if self.dtype == torch.float32:
+            out = qkv_attention(h.reshape(b, -1, c), self.qkv.weight, self.qkv.bias, heads)
+            return self.proj(out.reshape(-1, c))
         qkv = self.qkv(h).reshape(b, -1, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        if self.dtype == torch.float32:
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            # logits in the matmul's precision, softmax accumulated in float32
-            logits = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1)
-            out = torch.softmax(logits.float(), dim=-1).to(self.dtype) @ v
+        # logits in the matmul's precision, softmax accumulated in float32
+        logits = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1)
+        out = torch.softmax(logits.float(), dim=-1).to(self.dtype) @ v
         return self.proj(out.transpose(1, 2).reshape(-1, c))
 
     def ffn(self, h: torch.Tensor) -> torch.Tensor:
@@ -96,6 +103,15 @@ def _copy_norm(norm: nn.LayerNorm) -> nn.LayerNorm:
     out = nn.LayerNorm(norm.normalized_shape, eps=norm.eps)
     out.load_state_dict({k: v.detach().float() for k, v in norm.state_dict().items()})
     return out
+
+
+class _InputMajor(nn.Module):
+    """A projection's weight stored ``[in, out]``, the layout ``com.microsoft.Attention`` takes."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().float().t().contiguous())
+        self.bias = nn.Parameter(bias.detach().float().clone())
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> nn.Linear:
