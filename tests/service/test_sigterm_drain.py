@@ -37,6 +37,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_until_admitted(http: httpx.Client, base: str, requests: list, timeout_s: float = 20.0) -> None:
+    """Until every request is in flight in the service or already answered (0.25 s each, one at a time)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        metrics = http.get(f"{base}/metrics").text
+        inflight = next(float(line.split()[-1]) for line in metrics.splitlines()
+                        if line.startswith("sinder_inflight_requests "))
+        if inflight + sum(f.done() for f in requests) >= len(requests):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the requests were not admitted in time")
+
+
 def test_sigterm_drains_then_exits(tiny_repo):
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SINDER_")},
@@ -60,7 +73,7 @@ def test_sigterm_drains_then_exits(tiny_repo):
         body = {"images": [b64(png(noise(56, 56)))], "outputs": ["cls", "patch_tokens"]}
         with concurrent.futures.ThreadPoolExecutor(6) as pool, httpx.Client(timeout=20) as http:
             accepted = [pool.submit(http.post, f"{base}/features", json=body) for _ in range(5)]
-            time.sleep(0.15)  # all five are in the queue or running (0.25 s each, one at a time)
+            _wait_until_admitted(http, base, accepted)
             terminated = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.1)
