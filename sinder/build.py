@@ -153,11 +153,6 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_json(plan.reports(plan.name) / "build.json", summary)
-    from .export.api import make_readable
-
-    for name in (plan.name, plan.repaired_name):
-        if plan.reports(name).is_dir():
-            make_readable(plan.reports(name))  # temporary-file permissions are private
     _say(plan, f"model repository {plan.model_repo} ready in {summary['seconds']:.1f}s "
                f"({sum(s['status'] == 'reused' for s in plan.steps)} of {len(plan.steps)} steps reused)")
     return summary

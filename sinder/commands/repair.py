@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     train, held_out = split_images(paths, options.held_out_fraction, seed=options.seed)
     loaded = load_from_args(args)
     _, report = run_repair(loaded, train, held_out, args.out, options,
-                                  progress=not args.no_progress, resume=args.resume)
+                           progress=not args.no_progress, resume=args.resume)
     before, after, fid = report["before"], report["after"], report["fidelity"]
     patch_cos = "n/a" if fid["patch_cosine"] is None else f"{fid['patch_cosine']:.4f}"
     tag = " [SYNTHETIC demo model]" if report["synthetic"] else ""

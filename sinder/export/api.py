@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -118,23 +117,12 @@ def export_model(
             extra={"export_seconds": round(time.perf_counter() - started, 2)}, opset_imports=_opset_imports(onnx_path),
         )
         write_json(tmp / repository.MANIFEST_FILE, manifest)
-        make_readable(tmp)
     kind = instance_kind or ("KIND_CPU" if precision == "int8" else "KIND_GPU")
     inputs, outputs = tensor_specs(arch.embed_dim, arch.num_register_tokens, precision)
     write_bytes(model_dir / repository.CONFIG_FILE,
                 config_pbtxt(name, inputs, outputs, max_batch_size, instance_kind=kind).encode())
-    make_readable(model_dir / repository.CONFIG_FILE)
     _log(f"[export {name}] wrote {version_dir} in {time.perf_counter() - started:.1f}s", progress)
     return version_dir
-
-
-def make_readable(path: Path) -> None:
-    """Temporary files and folders are created private (0600/0700); a server that mounts the
-    repository may run as another user, so give the result the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def _opset_imports(path: Path) -> dict[str, int]:

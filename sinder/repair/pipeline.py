@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-
 from ..atomic import write_json
 from ..checkpoints import save_official, sha256_file
 from ..errors import ImageError, SinderError
