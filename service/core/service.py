@@ -182,9 +182,8 @@ class FeatureService:
         start = time.monotonic()
         data = img.decode_base64(raw, index) if isinstance(raw, str) else raw
         array = img.decode(data, index, max_pixels=self.settings.max_image_pixels)
-        size = entry.resize.target(array.shape[0], array.shape[1], options.resize,
-                                   short_side=options.short_side, resolution=options.resolution)
-        out = img.resize(array, size)
+        out = img.prepare(array, entry.resize, options.resize, short_side=options.short_side,
+                          resolution=options.resolution)
         self.metrics.decode_duration.observe(time.monotonic() - start)
         return out
 
@@ -269,23 +268,8 @@ class FeatureService:
 
     # -- pictures -----------------------------------------------------------------------
     def pair_of(self, entry: ModelVersion) -> tuple[ModelVersion | None, ModelVersion | None]:
-        """(original, repaired) for ``entry``, either found by the ``_sinder`` suffix or a manifest link."""
-        manifest = entry.manifest
-        repair = manifest.get("repair") if isinstance(manifest.get("repair"), dict) else {}
-        source = manifest.get("source_model") or repair.get("source_model")
-        repaired = manifest.get("repaired_model")
-        if entry.name.endswith("_sinder") or source:
-            other = source or entry.name[: -len("_sinder")]
-            return self._ready(other), entry
-        return entry, self._ready(repaired or f"{entry.name}_sinder")
-
-    def _ready(self, name) -> ModelVersion | None:
-        if not isinstance(name, str):
-            return None
-        try:
-            return self.registry.resolve(name)
-        except ServiceError:
-            return None
+        """(original, repaired) for ``entry``, linked by the manifests' ``variant`` fields."""
+        return self.registry.linked(entry)
 
     async def visualize(self, image: ImageInput, model, options: feat.FeatureOptions, compare: bool = True,
                         disconnected: Callable[[], Awaitable] | None = None) -> bytes:
@@ -310,7 +294,7 @@ class FeatureService:
             (res,) = await self.infer(model_entry, [array], deadline, disconnected)
             o = res.outputs
             # Numbers from the generated demo weights must never pass for a real model's.
-            synthetic = ", SYNTHETIC demo weights" if (model_entry.manifest or {}).get("synthetic") is True else ""
+            synthetic = ", SYNTHETIC demo weights" if model_entry.manifest.synthetic else ""
             label = f"{model_entry.key} ({model_entry.provider}{synthetic})"
             rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"]))
         return await asyncio.get_running_loop().run_in_executor(self._pool, viz.render, rows)
