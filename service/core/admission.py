@@ -3,8 +3,9 @@
 Three bounds keep memory and latency flat under any burst: requests in flight, request-body
 bytes in flight, and per model the work ahead. A request is taken on only if its images can
 be expected to run before its deadline, from the backlog ahead of them (queued, being
-decoded, running) and the model's measured drain rate; Retry-After is the time that backlog
-needs to drain. The first estimate of the rate is the warmup's second run (the first one pays
+decoded, running) and the model's measured drain rate, plus the decoders' own backlog at their
+measured rate (which is what limits when the model is fast); Retry-After is the time the
+model's backlog needs to drain. The first estimate of the rate is the warmup's second run (the first one pays
 one-off set-up costs); without warmup, only the queue bound applies until a batch has run.
 """
 
@@ -73,8 +74,9 @@ class Admission:
             raise Overloaded(f"request bodies in flight would exceed {limit} bytes; retry later", retry_after=1)
         self.inflight_bytes += nbytes
 
-    def check_work(self, batcher: Batcher, model: str, count: int, deadline: Deadline) -> None:
-        """Overloaded unless ``count`` more images fit model ``model``'s queue and can run before ``deadline``.
+    def check_work(self, batcher: Batcher, model: str, count: int, deadline: Deadline, decoding_s: float = 0.0) -> None:
+        """Overloaded unless ``count`` more images fit model ``model``'s queue and can run before ``deadline``,
+        ``decoding_s`` being the expected time to decode them after the images already waiting for the decoders.
 
         Call it and mark the images as incoming (``batcher.incoming``) with no ``await`` between,
         so that concurrent requests each see the others' images in the backlog.
@@ -85,6 +87,7 @@ class Admission:
         expected = batcher.drain_seconds(count)
         if expected is None:  # no rate measured yet (no warmup, no batch run): the queue bound alone applies
             return
+        expected += decoding_s
         budget = deadline.remaining() * DEADLINE_HEADROOM
         if expected > budget:
             self._refuse("deadline_unreachable")

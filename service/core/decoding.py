@@ -24,13 +24,26 @@ class Decoder:
     def __init__(self, settings: Settings, metrics: Metrics):
         self._max_pixels = settings.max_image_pixels
         self._metrics = metrics
+        self._threads = settings.decode_threads
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.pending = 0  # images handed to the pool and not decoded yet
+        self.seconds_per_image: float | None = None  # moving average of one image's decode time in a thread
+
+    def drain_seconds(self, extra: int = 0) -> float:
+        """Expected seconds until the pending images and ``extra`` more are decoded (0 before any measurement)."""
+        if self.seconds_per_image is None:
+            return 0.0
+        return (self.pending + extra) * self.seconds_per_image / self._threads
 
     async def prepare(self, images: list[ImageInput], entry: ModelVersion, options: FeatureOptions) -> list[np.ndarray]:
         """Model inputs for every image; the first bad image (lowest index) fails the request."""
         loop = asyncio.get_running_loop()
         jobs = [loop.run_in_executor(self._pool, self._prepare_one, raw, i, entry, options) for i, raw in enumerate(images)]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+        self.pending += len(jobs)
+        try:
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            self.pending -= len(jobs)
         for result in results:
             if isinstance(result, BaseException):
                 if isinstance(result, ServiceError):
@@ -55,7 +68,10 @@ class Decoder:
             size = entry.resize.target(array.shape[0], array.shape[1], options.resize,
                                        short_side=options.short_side, resolution=options.resolution)
             out = img.resize(array, size)
-        self._metrics.decode_duration.observe(time.monotonic() - start)
+        elapsed = time.monotonic() - start
+        self._metrics.decode_duration.observe(elapsed)
+        previous = self.seconds_per_image  # a race between threads here only blurs an average
+        self.seconds_per_image = elapsed if previous is None else 0.9 * previous + 0.1 * elapsed
         return out
 
 

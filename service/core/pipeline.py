@@ -48,10 +48,11 @@ class Pipeline:
             models[0].resize.check_resolution(*options.resolution)
         with contextlib.ExitStack() as incoming:
             # No await from the first check to the last mark: concurrent requests see each other's images.
+            decoding_s = self._decoder.drain_seconds(len(images))
             for entry in models:
                 if entry.batcher is None:
                     raise ModelUnavailable(f"model {entry.key} is not serving")
-                self._admission.check_work(entry.batcher, entry.key, len(images), deadline)
+                self._admission.check_work(entry.batcher, entry.key, len(images), deadline, decoding_s)
             for entry in models:
                 incoming.enter_context(entry.batcher.incoming(len(images)))
             start = time.monotonic()

@@ -93,3 +93,16 @@ def test_draining_refuses_with_unavailable(tmp_path):
     admission, _ = make(tmp_path, draining=True)
     with pytest.raises(Unavailable), admission.request():
         pass
+
+
+def test_the_decoders_backlog_counts_too(tmp_path):
+    admission, _ = make(tmp_path)
+    b = batcher(seconds_per_image=0.001)  # a fast model: decoding is what limits
+    deadline = Deadline.after(1.0)
+
+    async def main():
+        admission.check_work(b, "m", 1, deadline, decoding_s=0.5)
+        with pytest.raises(Overloaded):
+            admission.check_work(b, "m", 1, deadline, decoding_s=0.9)
+
+    asyncio.run(main())
