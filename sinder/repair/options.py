@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from contract.defects import THRESHOLD_STD
 
@@ -76,7 +76,3 @@ class RepairOptions:
 
     def training_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.TRAINING_KEYS}
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
