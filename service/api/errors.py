@@ -53,15 +53,20 @@ def envelope(status: int, type_: str, message: str, index: int | None = None, he
     return JSONResponse({"error": {"type": type_, "message": message, "index": index}}, status_code=status, headers=headers)
 
 
-def service_error_response(exc: ServiceError) -> Response:
-    if exc.status == 499:  # client gone: nobody reads this
-        return Response(status_code=499)
+def error_status_headers(exc: ServiceError) -> tuple[int, dict]:
+    """The HTTP status and headers (Retry-After, WWW-Authenticate) of an error, whatever its body."""
     headers = {}
     if exc.retry_after is not None or exc.status == 429:
         headers["Retry-After"] = str(max(1, int(round(exc.retry_after or 1))))
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    status = exc.status if exc.status in ERROR_STATUSES else 500
+    return (exc.status if exc.status in ERROR_STATUSES or exc.status == 499 else 500), headers
+
+
+def service_error_response(exc: ServiceError) -> Response:
+    status, headers = error_status_headers(exc)
+    if status == 499:  # client gone: nobody reads this
+        return Response(status_code=499)
     return envelope(status, exc.type, exc.message, exc.index, headers)
 
 
