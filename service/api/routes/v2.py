@@ -6,25 +6,23 @@ as the protocol's ``{"error": "..."}`` body. Health routes stay open, like ``/he
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 
 from service import __version__
 from service.api.body import read_limited
-from service.api.deps import get_service, require_api_key, wait_disconnect
-from service.api.errors import error_status_headers
+from service.api.deps import get_service, request_deadline, require_api_key, wait_disconnect
+from service.api.errors import CLIENT_CLOSED, error_status_headers
 from service.api.schemas_v2 import (V2_ERROR_RESPONSES, V2_INFER_BODY, V2ModelMetadata, V2ModelReady, V2ServerLive,
                                     V2ServerMetadata, V2ServerReady, V2Tensor)
 from service.api.v2 import request as v2req
 from service.api.v2 import response as v2resp
 from service.core import features as feat
-from service.core.errors import ModelNotFound, Overloaded, ServiceError
+from service.core.deadlines import Deadline
+from service.core.errors import ModelNotFound, ServiceError
 from service.core.registry import ModelVersion
 from service.core.service import FeatureService
 
@@ -34,7 +32,7 @@ _OFF_LOOP_BYTES = 4 * 1024 * 1024  # answers larger than this are encoded in a t
 
 def protocol_error(exc: ServiceError) -> Response:
     status, headers = error_status_headers(exc)
-    if status == 499:
+    if status == CLIENT_CLOSED:
         return Response(status_code=499)
     return Response(v2resp.error_body(exc.message), status_code=status, headers=headers, media_type="application/json")
 
@@ -93,14 +91,14 @@ async def server_metadata() -> V2ServerMetadata:
 @health.get("/health/live", response_model=V2ServerLive, summary="v2 liveness (200 when live)",
             responses={503: {"model": V2ServerLive, "description": "A batch worker stopped."}})
 async def server_live(service: FeatureService = Depends(get_service)) -> Response:
-    ok, _ = service.liveness()
+    ok = service.health.liveness().ok
     return Response(V2ServerLive(live=ok).model_dump_json(), status_code=200 if ok else 503, media_type="application/json")
 
 
 @health.get("/health/ready", response_model=V2ServerReady, summary="v2 readiness (200 when ready, as /health/ready)",
             responses={503: {"model": V2ServerReady, "description": "Not ready (loading, draining, no model)."}})
 async def server_ready(service: FeatureService = Depends(get_service)) -> Response:
-    ok, _ = service.readiness()
+    ok = service.health.readiness().ok
     return Response(V2ServerReady(ready=ok).model_dump_json(), status_code=200 if ok else 503, media_type="application/json")
 
 
@@ -171,36 +169,23 @@ _INFER_DOC = dict(
 )
 
 
-async def _infer(request: Request, service: FeatureService, name: str, version: str | None) -> Response:
-    started = time.monotonic()
-    deadline = started + service.settings.request_timeout_s
-    with service.admit() as ticket:
-        entry = service.registry.resolve(name, _version(version))
+async def _infer(request: Request, service: FeatureService, deadline: Deadline, name: str, version: str | None) -> Response:
+    with service.admission.request() as ticket:
+        entry = service.resolve(name, _version(version))
         body = await read_limited(request, service.settings.max_body_bytes, ticket.reserve)
         parsed = v2req.parse(body, request.headers.get(v2req.HEADER_LENGTH))
         wanted = v2resp.select(parsed, entry.output_names)
         images = v2req.images_input(parsed)
-        service.check_count(len(images))
-        if isinstance(images, np.ndarray):
-            entry.resize.check_resolution(images.shape[1], images.shape[2])
-            arrays = list(images)
-        else:
-            if not entry.batcher.has_room(len(images)):  # refuse before decoding anything
-                service.metrics.reject("queue_full")
-                raise Overloaded(f"queue of model {entry.key} is full; retry later", retry_after=entry.batcher.retry_after())
-            with entry.batcher.incoming():
-                arrays = await service.prepare(images, entry, feat.FeatureOptions())
-        results = await service.infer(entry, arrays, deadline, lambda: wait_disconnect(request))
-        for res in results:
-            service._record(entry, res.outputs)
-        per_image = [res.outputs for res in results]
+        # Pixels go to the batcher as they are (views into the body); files are decoded and resized as /features does.
+        result = await service.features(list(images), entry, feat.FeatureOptions(), deadline, lambda: wait_disconnect(request))
+        per_image = [item.outputs for item in result.items]
 
         def build() -> tuple[bytes, int | None]:
             tensors = [(o.name, v2resp.gather(per_image, o.name, parsed.output_datatype), o.binary) for o in wanted]
             return v2resp.encode(entry.name, entry.version, parsed.id, tensors)
 
         size = sum(np.asarray(v).nbytes for v in per_image[0].values()) * len(per_image)
-        content, header_length = await run_in_threadpool(build) if size > _OFF_LOOP_BYTES else build()
+        content, header_length = await service.offload(build) if size > _OFF_LOOP_BYTES else build()
     if header_length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream",
@@ -208,10 +193,12 @@ async def _infer(request: Request, service: FeatureService, name: str, version: 
 
 
 @router.post("/models/{name}/infer", summary="v2 inference", **_INFER_DOC)
-async def infer(name: str, request: Request, service: FeatureService = Depends(get_service)) -> Response:
-    return await _infer(request, service, name, None)
+async def infer(name: str, request: Request, service: FeatureService = Depends(get_service),
+                deadline: Deadline = Depends(request_deadline)) -> Response:
+    return await _infer(request, service, deadline, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="v2 inference on one version", **_INFER_DOC)
-async def infer_version(name: str, version: str, request: Request, service: FeatureService = Depends(get_service)) -> Response:
-    return await _infer(request, service, name, version)
+async def infer_version(name: str, version: str, request: Request, service: FeatureService = Depends(get_service),
+                        deadline: Deadline = Depends(request_deadline)) -> Response:
+    return await _infer(request, service, deadline, name, version)

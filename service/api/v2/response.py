@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from service.api.v2.request import OUTPUT_DATATYPES, InferRequest, RequestedOutput
+from service.core import features as feat
 from service.core.errors import InvalidInput
 
 POOLED = "pooled"  # mean of the patch tokens over the grid, computed only when asked for
@@ -41,14 +42,9 @@ def select(request: InferRequest, available: Sequence[str]) -> list[RequestedOut
     return out
 
 
-def pooled(tokens: np.ndarray) -> np.ndarray:
-    """[h, w, C] patch tokens -> [C] float32 mean (the same rule as POST /features' ``pooled``)."""
-    return tokens.astype(np.float32, copy=False).mean(axis=(0, 1))
-
-
 def gather(per_image: Sequence[dict[str, np.ndarray]], name: str, datatype: str) -> np.ndarray:
     """One output for every image as ``[B, ...]``; float outputs in ``datatype`` (FP32 or FP16)."""
-    parts = [pooled(o["patch_tokens"]) if name == POOLED else o[name] for o in per_image]
+    parts = [feat.pooled(o) if name == POOLED else o[name] for o in per_image]
     first = parts[0]
     dtype = OUTPUT_DATATYPES[datatype] if first.dtype.kind in _FLOAT_KINDS else first.dtype
     out = np.empty((len(parts), *first.shape), dtype=dtype)
