@@ -53,6 +53,7 @@ from typing import NamedTuple
 
 import torch
 
+from .demo_kinds import DEMO_KINDS
 from .model import ARCHS, ArchConfig, LoadedModel, build_model
 
 DEMO_ARCH: ArchConfig = ARCHS["vits14"]  # official shape and interpolation; weights say the rest
@@ -61,7 +62,6 @@ DEMO_NOTE = (
     "synthetic planted demo weights generated from a seed: a defect in private channels that nothing else "
     "reads, built around the method; not a trained DINOv2 and not comparable with real-model figures"
 )
-DEMO_KINDS = ("planted", "entangled")  # --demo [KIND]; "planted" is this module's model
 
 _GRID = 2.0**-20
 # Tunables of the planted defect (see the module docstring).

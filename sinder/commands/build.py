@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..demo import DEMO_KINDS
+from ..demo_kinds import DEMO_KINDS
 from ..errors import SinderError
 from ..model import ARCHS
 from ..model.archs import INTERPOLATIONS
