@@ -232,12 +232,16 @@ def generate_entangled_state_dict(seed: int = 0, arch: ArchConfig = ENTANGLED_AR
     return {k: v.clone() for k, v in state.items()}
 
 
-@functools.lru_cache(maxsize=2)
 def generate_with_info(seed: int = 0, arch: ArchConfig = ENTANGLED_ARCH) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, what was planted: the trigger's units, read and written directions, the sink heads).
 
     Cached (generation calibrates on synthetic images for a few seconds); treat the result as read-only.
     """
+    return _cached(int(seed), arch)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached(seed: int, arch: ArchConfig) -> tuple[dict[str, torch.Tensor], dict]:
     return _generate(seed, arch)
 
 

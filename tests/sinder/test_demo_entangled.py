@@ -85,10 +85,9 @@ def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_trigger_follows_the_content_not_the_position(loaded, photos):
-    from sinder.images import load_pil, pil_to_tensor
-
-    paths, _ = photos
-    im = pil_to_tensor(load_pil(next(p for p in paths if p.name == "rocket.jpg")), 224)  # 224 x 336
+    paths, images = photos
+    im = images[[p.name for p in paths].index("rocket.jpg")]
+    assert im.shape[-2:] == (224, 336)
     shift = 3  # patches
     left, right = im[..., :224], im[..., 14 * shift : 14 * shift + 224]
     with torch.no_grad():
