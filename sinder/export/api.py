@@ -49,6 +49,7 @@ def export_model(
     instance_kind: str | None = None,
     parity_cases: list[tuple[int, int, int]] | None = None,
     progress: bool = True,
+    manifest_extra: dict | None = None,
 ) -> Path:
     """Export ``loaded`` to ``model_repo/name/<version>/`` (model.onnx, manifest.json) and
     write ``model_repo/name/config.pbtxt``. Returns the version folder.
@@ -56,7 +57,8 @@ def export_model(
     ``version`` defaults to the highest existing one + 1; an existing version is refused
     unless ``overwrite``. ``precision`` "int8" is a CPU variant: fp32 graph with dynamically
     quantized Linear weights. The version folder is built under a temporary name and renamed
-    into place only once the checker and the parity checks pass.
+    into place only once the checker and the parity checks pass. ``manifest_extra`` adds
+    top-level manifest keys (test-time registers: their neurons).
     """
     if precision not in PRECISIONS:
         raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -90,7 +92,12 @@ def export_model(
     cases = parity_cases or parity.default_cases(arch.patch_size, resolution.min_side, resolution.max_side,
                                                  resolution.short_side)
     graph_precision = "fp16" if precision == "fp16" else "fp32"
-    wrapper = ExportWrapper(model, direction, precision=graph_precision, threshold_std=threshold_std)
+    # a model that computes more than the plain ViT (test-time registers) brings its own graph
+    make_wrapper = getattr(model, "export_wrapper", None)
+    if make_wrapper is not None:
+        wrapper = make_wrapper(direction, precision=graph_precision, threshold_std=threshold_std)
+    else:
+        wrapper = ExportWrapper(model, direction, precision=graph_precision, threshold_std=threshold_std)
     started = time.perf_counter()
     with atomic_dir(version_dir, overwrite=overwrite) as tmp:
         _log(f"[export {name}] 1/3 tracing {arch.name} to ONNX ({graph_precision}, opset {opset})", progress)
@@ -114,7 +121,8 @@ def export_model(
             resolution=resolution, direction=direction, direction_layer=arch.depth - 1,
             threshold_std=threshold_std, high_norm_factor=HIGH_NORM_FACTOR, parity=figures,
             repair=repair_summary_of(repair_summary), opset=opset, external_data=external,
-            extra={"export_seconds": round(time.perf_counter() - started, 2)}, opset_imports=_opset_imports(onnx_path),
+            extra={**(manifest_extra or {}), "export_seconds": round(time.perf_counter() - started, 2)},
+            opset_imports=_opset_imports(onnx_path),
         )
         write_json(tmp / repository.MANIFEST_FILE, manifest)
     kind = instance_kind or ("KIND_CPU" if precision == "int8" else "KIND_GPU")
