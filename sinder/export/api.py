@@ -49,7 +49,6 @@ def export_model(
     instance_kind: str | None = None,
     parity_cases: list[tuple[int, int, int]] | None = None,
     progress: bool = True,
-    manifest_extra: dict | None = None,
 ) -> Path:
     """Export ``loaded`` to ``model_repo/name/<version>/`` (model.onnx, manifest.json) and
     write ``model_repo/name/config.pbtxt``. Returns the version folder.
@@ -57,8 +56,7 @@ def export_model(
     ``version`` defaults to the highest existing one + 1; an existing version is refused
     unless ``overwrite``. ``precision`` "int8" is a CPU variant: fp32 graph with dynamically
     quantized Linear weights. The version folder is built under a temporary name and renamed
-    into place only once the checker and the parity checks pass. ``manifest_extra`` adds
-    top-level manifest keys (test-time registers: their neurons).
+    into place only once the checker and the parity checks pass.
     """
     if precision not in PRECISIONS:
         raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -121,8 +119,7 @@ def export_model(
             resolution=resolution, direction=direction, direction_layer=arch.depth - 1,
             threshold_std=threshold_std, high_norm_factor=HIGH_NORM_FACTOR, parity=figures,
             repair=repair_summary_of(repair_summary), opset=opset, external_data=external,
-            extra={**(manifest_extra or {}), "export_seconds": round(time.perf_counter() - started, 2)},
-            opset_imports=_opset_imports(onnx_path),
+            extra={"export_seconds": round(time.perf_counter() - started, 2)}, opset_imports=_opset_imports(onnx_path),
         )
         write_json(tmp / repository.MANIFEST_FILE, manifest)
     kind = instance_kind or ("KIND_CPU" if precision == "int8" else "KIND_GPU")

@@ -62,7 +62,7 @@ class NeuronSearch:
     max_k: int = 64
     residual: float = 0.1
     sparsity_filter: bool = True
-    sweep_images: int = 8  # images used to choose k
+    sweep_images: int = 4  # images (with outliers) used to choose k
 
     def __post_init__(self) -> None:
         if not self.norm_factor > 1:
