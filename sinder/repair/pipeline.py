@@ -15,7 +15,7 @@ from ..model import LoadedModel
 from .evaluate import compare_models
 from .options import RepairOptions
 from .svd import apply_svd, fold_svd
-from .train import RepairTrainer, resume_path_for
+from .train import RepairTrainer, resume_path_for, training_preprocessing
 
 REPORT_NAME = "repair_report.json"
 RESUME_MODES = ("auto", "require", "never")
@@ -30,10 +30,10 @@ def _check_images(train_paths: Sequence[Path], heldout_paths: Sequence[Path]) ->
     if overlap:
         raise ImageError(f"held-out images are also training images: {', '.join(sorted(overlap)[:3])}")
     # Fail on an unreadable held-out image now, not after a long training run.
-    from ..images import load_pil
+    from ..images import check_readable
 
     for p in heldout_paths:
-        load_pil(p)
+        check_readable(p)
 
 
 def run_repair(
@@ -68,10 +68,10 @@ def run_repair(
         raise SinderError(f"output folder {out.parent} is not writable")
     started, cpu_started = time.perf_counter(), time.process_time()
 
-    from ..defects.directions import defect_directions
+    from ..defects.directions import directions_of, predict_directions
 
     original = loaded.model.eval()
-    directions = defect_directions(original).float()
+    directions = directions_of(loaded).vectors
     model = copy.deepcopy(original)
     apply_svd(model)
     fingerprint = {
@@ -91,8 +91,9 @@ def run_repair(
         raise RuntimeError(f"repaired keys differ from the model's: {sorted(set(model.state_dict()) ^ expected)[:5]}")
 
     measure_res = options.measure_resolution or options.resolution
+    repaired_directions = predict_directions(model)
     evaluation = compare_models(original, model, directions[-1], heldout_paths, measure_res,
-                                repaired_direction=defect_directions(model).float()[-1], progress=progress)
+                                repaired_direction=repaired_directions.last, progress=progress)
 
     save_official(model, out)  # plain tensors, official keys, written atomically
     sha = sha256_file(out)
@@ -106,6 +107,7 @@ def run_repair(
         "images": {"train": len(train_paths), "held_out": len(heldout_paths),
                    "held_out_names": [p.name for p in heldout_paths]},
         "options": {**options.to_dict(), "measure_resolution": measure_res},
+        "training_preprocessing": training_preprocessing(options.resolution),
         "iterations": result.iterations,
         "optimizer_steps": result.steps,
         "stopped_by_rule": result.stopped_early,
@@ -120,6 +122,8 @@ def run_repair(
     write_json(out.parent / REPORT_NAME, report)
     trainer.resume_file.unlink(missing_ok=True)  # the run is complete; nothing left to continue
 
-    repaired = LoadedModel(model=model, arch=loaded.arch, source=str(out), source_format="sinder",
-                           sha256=sha, synthetic=loaded.synthetic)
+    # "official": the layout of the file written, as loading it back detects (a build that reuses
+    # the checkpoint then records the same provenance as one that has just repaired it)
+    repaired = LoadedModel(model=model, arch=loaded.arch, source=str(out), source_format="official",
+                           sha256=sha, synthetic=loaded.synthetic, directions=repaired_directions)
     return repaired, report
