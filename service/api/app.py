@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service import __version__
 from service.api import errors
-from service.api.routes import features, health, models, visualize
+from service.api.routes import docs, features, health, models, visualize
 from service.api.schemas import FeaturesMultipart, FeaturesRequest, VisualizeMultipart, VisualizeRequest
 from service.backends.base import Backend
 from service.config import Settings
@@ -72,11 +72,13 @@ def create_app(settings: Settings | None = None, backend_factory: Callable[[Path
         # Under uvicorn, in-flight requests have finished by now; this drains what is left.
         await service.stop()
 
-    app = FastAPI(title="sinder feature service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="sinder feature service", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # served offline by routes/docs.py
     app.state.service = service
     errors.install(app)
     for router in (features.router, visualize.router, models.router, health.router):
         app.include_router(router)
+    docs.install(app)
     app.add_middleware(MetricsMiddleware, get_service=lambda: service)
     app.openapi = lambda: _openapi(app)
     return app
