@@ -15,7 +15,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_dir, write_json, write_with
-from .defects.directions import directions_summary
+from .defects.directions import directions_of
 from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, measure_layers
 from .errors import ImageError, SinderError
 from .images import denormalize, load_image
@@ -154,8 +154,6 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     """
     from tqdm import tqdm
 
-    from .defects.directions import defect_directions
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -171,8 +169,8 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     synthetic = bool(loaded.synthetic or (repaired is not None and repaired.synthetic))
     names = [p.name for p in image_paths]
 
-    directions = defect_directions(loaded.model)
-    summary = directions_summary(loaded.model)
+    predicted = directions_of(loaded)
+    directions, summary = predicted.vectors, predicted.summary()
     before = measure_layers(loaded.model, images, directions, names=names, progress=progress, keep_last_tokens=True)
     after = None
     if repaired is not None:

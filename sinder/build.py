@@ -103,11 +103,8 @@ def _images(plan: BuildPlan) -> list[Path]:
 
 
 def _analysis(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], out: Path, repaired=None) -> None:
-    try:
-        from .analyze import run_analysis
-    except ImportError:
-        _say(plan, "   (sinder.analyze is not available; analysis skipped)")
-        return
+    from .analyze import run_analysis  # an ImportError here is a broken install: it fails the build
+
     with atomic_dir(out, overwrite=True) as tmp:
         run_analysis(loaded, paths, tmp, resolution=plan.resolution, repaired=repaired, progress=plan.progress)
 

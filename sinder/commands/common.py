@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import SinderError
-from ..model import ARCHS, LoadedModel
+from ..model import ARCHS
 from ..model.archs import INTERPOLATIONS
+
+if TYPE_CHECKING:
+    from ..model import LoadedModel
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

@@ -3,6 +3,8 @@ the linearised blocks from the first block up to each layer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .linearize import block_map, sampled_ffn_fit
@@ -56,25 +58,59 @@ def cumulative_spectra(model, n_samples: int = 0, seed: int = 0) -> list[tuple[t
     return out
 
 
+@dataclass(frozen=True)
+class Directions:
+    """The predicted directions of one model: computed once, then handed to every job that needs them.
+
+    ``vectors`` ``[depth, C]`` float32 unit vectors on the CPU (signs fixed, see :func:`fix_sign`);
+    ``spectra`` the singular values of each cumulative block product.
+    """
+
+    vectors: torch.Tensor
+    spectra: tuple[torch.Tensor, ...]
+
+    @property
+    def last(self) -> torch.Tensor:
+        return self.vectors[-1]
+
+    def summary(self, top_channels: int = 5) -> list[dict]:
+        """Per layer: the direction, how dominant it is (s1/s2) and its largest channels."""
+        rows = []
+        for i, (u, s) in enumerate(zip(self.vectors, self.spectra)):
+            order = torch.argsort(u.abs(), descending=True)[:top_channels]
+            rows.append({
+                "index": i,
+                "singular_value_ratio": float(s[0] / s[1]) if s.numel() > 1 and s[1] > 0 else None,
+                "top_channels": [{"channel": int(c), "value": float(u[c])} for c in order],
+                "direction": [float(x) for x in u],
+            })
+        return rows
+
+
+def predict_directions(model, n_samples: int = 0, seed: int = 0) -> Directions:
+    """The predicted singular defect direction after each block of ``model`` (computed where its weights are)."""
+    pairs = cumulative_spectra(model, n_samples, seed)
+    return Directions(vectors=torch.stack([u for u, _ in pairs]).float().cpu(),
+                      spectra=tuple(s.cpu() for _, s in pairs))
+
+
+def directions_of(loaded) -> Directions:
+    """``loaded``'s directions (closed-form fit), computed on first need and kept on the ``LoadedModel``,
+    so that every step of a job (export, analysis, repair) uses one computation per model."""
+    if loaded.directions is None:
+        loaded.directions = predict_directions(loaded.model)
+    return loaded.directions
+
+
 def defect_directions(model, n_samples: int = 0, seed: int = 0) -> torch.Tensor:
     """``[depth, C]`` unit vectors: the predicted singular defect direction after each block.
 
     ``model`` is a ``DinoVisionTransformer`` (or a ``LoadedModel``). Directions are float32 on
     the CPU; each sign is fixed so that its largest-magnitude component is positive.
     """
-    dirs = [u for u, _ in cumulative_spectra(model, n_samples, seed)]
-    return torch.stack(dirs).float()
+    return predict_directions(model, n_samples, seed).vectors
 
 
 def directions_summary(model, n_samples: int = 0, seed: int = 0, top_channels: int = 5) -> list[dict]:
     """Per layer: the direction, how dominant it is (s1/s2) and its largest channels."""
-    rows = []
-    for i, (u, s) in enumerate(cumulative_spectra(model, n_samples, seed)):
-        order = torch.argsort(u.abs(), descending=True)[:top_channels]
-        rows.append({
-            "index": i,
-            "singular_value_ratio": float(s[0] / s[1]) if s.numel() > 1 and s[1] > 0 else None,
-            "top_channels": [{"channel": int(c), "value": float(u[c])} for c in order],
-            "direction": [float(x) for x in u.float()],
-        })
-    return rows
+    return predict_directions(model, n_samples, seed).summary(top_channels)

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 _QUAD_POINTS = 96
 
 
-def _hermite(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _hermite(dtype: torch.dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes and weights with ``E[f(e)] ~ sum w f(x)`` for ``e ~ N(0, 1)``."""
     x, w = np.polynomial.hermite_e.hermegauss(_QUAD_POINTS)
-    return torch.tensor(x, dtype=dtype), torch.tensor(w / math.sqrt(2 * math.pi), dtype=dtype)
+    return (torch.tensor(x, dtype=dtype, device=device),
+            torch.tensor(w / math.sqrt(2 * math.pi), dtype=dtype, device=device))
 
 
 def _gelu_grad(z: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -58,8 +59,8 @@ def gelu_fit(weight: torch.Tensor, bias: torch.Tensor | None, approximate: str =
     gets a small slope.
     """
     w = weight.detach().double()
-    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    nodes, qw = _hermite(torch.float64)
+    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+    nodes, qw = _hermite(torch.float64, w.device)
     scale = w.norm(dim=1)
     z = b[:, None] + scale[:, None] * nodes[None, :]
     slope = (_gelu_grad(z, approximate) * qw).sum(dim=1)
@@ -76,9 +77,9 @@ def swiglu_fit(weight12: torch.Tensor, bias12: torch.Tensor | None) -> torch.Ten
     if bias12 is not None:
         b1, b2 = bias12.detach().double().chunk(2)
     else:
-        b1 = torch.zeros(w1.shape[0], dtype=torch.float64)
+        b1 = torch.zeros(w1.shape[0], dtype=torch.float64, device=w1.device)
         b2 = torch.zeros_like(b1)
-    nodes, qw = _hermite(torch.float64)
+    nodes, qw = _hermite(torch.float64, w1.device)
     s1 = w1.norm(dim=1).clamp_min(1e-30)
     rho = (w1 * w2).sum(dim=1) / s1  # covariance of z1, z2 over the std of z1
     z1 = b1[:, None] + s1[:, None] * nodes[None, :]
@@ -108,13 +109,15 @@ def sampled_ffn_fit(mlp, n_samples: int, generator: torch.Generator, chunk: int 
     Accumulates the normal equations in chunks so that memory stays flat.
     """
     c = (mlp.w12.weight if hasattr(mlp, "w12") else mlp.fc1.weight).shape[1]
-    xtx = torch.zeros(c, c, dtype=torch.float64)
+    device = next(mlp.parameters()).device
+    xtx = torch.zeros(c, c, dtype=torch.float64, device=device)
     xty = None
     done = 0
     with torch.no_grad():
         while done < n_samples:
             m = min(chunk, n_samples - done)
-            x = torch.randn(m, c, generator=generator, dtype=torch.float64)
+            # drawn on the CPU so that a seed gives the same samples on every device
+            x = torch.randn(m, c, generator=generator, dtype=torch.float64).to(device)
             xf = x.to(mlp_dtype(mlp))
             if hasattr(mlp, "w12"):
                 x1, x2 = mlp.w12(xf).chunk(2, dim=-1)
@@ -131,8 +134,9 @@ def mlp_dtype(mlp) -> torch.dtype:
     return next(mlp.parameters()).dtype
 
 
-def centering(c: int) -> torch.Tensor:
-    return torch.eye(c, dtype=torch.float64) - torch.full((c, c), 1.0 / c, dtype=torch.float64)
+def centering(c: int, device=None) -> torch.Tensor:
+    return (torch.eye(c, dtype=torch.float64, device=device)
+            - torch.full((c, c), 1.0 / c, dtype=torch.float64, device=device))
 
 
 def attention_map(block) -> torch.Tensor:
@@ -140,7 +144,7 @@ def attention_map(block) -> torch.Tensor:
     c = block.ls1.gamma.shape[0]
     w_v = block.attn.qkv.weight.double()[2 * c :]
     a = (block.ls1.gamma.double()[:, None] * block.attn.proj.weight.double()) @ w_v
-    return (a * block.norm1.weight.double()[None, :]) @ centering(c)
+    return (a * block.norm1.weight.double()[None, :]) @ centering(c, a.device)
 
 
 def ffn_map(block, fit: torch.Tensor | None = None) -> torch.Tensor:
@@ -150,12 +154,12 @@ def ffn_map(block, fit: torch.Tensor | None = None) -> torch.Tensor:
     if fit is not None:
         lin = fit.double()
     f = (block.ls2.gamma.double()[:, None] * w_out) @ lin
-    return (f * block.norm2.weight.double()[None, :]) @ centering(c)
+    return (f * block.norm2.weight.double()[None, :]) @ centering(c, f.device)
 
 
 def block_map(block, fit: torch.Tensor | None = None) -> torch.Tensor:
     """``(I + F)(I + A)``, the block's linear stand-in."""
     c = block.ls1.gamma.shape[0]
-    eye = torch.eye(c, dtype=torch.float64)
+    eye = torch.eye(c, dtype=torch.float64, device=block.ls1.gamma.device)
     with torch.no_grad():
         return (eye + ffn_map(block, fit)) @ (eye + attention_map(block))

@@ -28,9 +28,9 @@ def _log(msg: str, progress: bool) -> None:
 
 def default_direction(loaded: LoadedModel) -> torch.Tensor:
     """The predicted singular defect direction of the last block (SINDER's linearisation)."""
-    from ..defects.directions import defect_directions
+    from ..defects.directions import directions_of
 
-    return defect_directions(loaded.model)[-1]
+    return directions_of(loaded).last
 
 
 def export_model(

@@ -17,7 +17,6 @@ from .wrapper import ExportWrapper
 # 20: Gelu as one op, attention as onnxruntime's contrib Attention op; ORT >= 1.17 (Triton >= 24.01).
 # 23: attention as the standard Attention op; ORT >= 1.22 (see fused_ops.py).
 DEFAULT_OPSET = 20
-PROTOBUF_LIMIT = 2 * 1024**3
 # Headroom under the 2 GiB protobuf limit for the graph itself and the exporter's constants.
 _EXTERNAL_DATA_ABOVE = int(1.8 * 1024**3)
 

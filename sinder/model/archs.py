@@ -66,7 +66,3 @@ def get_arch(name: str) -> ArchConfig:
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHS)}") from None
 
-
-def arch_from_dict(d: dict) -> ArchConfig:
-    fields = set(ArchConfig.__dataclass_fields__)
-    return ArchConfig(**{k: v for k, v in d.items() if k in fields})

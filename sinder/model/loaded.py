@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .archs import ArchConfig
 from .vit import DinoVisionTransformer
@@ -16,6 +17,8 @@ class LoadedModel:
     source_format: str  # "official" | "hf" | "sinder" | "demo"
     sha256: str  # of the checkpoint file (for the demo: of its serialized state dict)
     synthetic: bool = False
+    # sinder.defects.directions.Directions once a job has computed them (see directions_of)
+    directions: Any = field(default=None, repr=False, compare=False)
 
     def describe(self) -> dict:
         return {

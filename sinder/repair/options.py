@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from ..errors import SinderError
 
@@ -74,7 +74,3 @@ class RepairOptions:
 
     def training_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.TRAINING_KEYS}
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]

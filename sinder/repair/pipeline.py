@@ -68,10 +68,10 @@ def run_repair(
         raise SinderError(f"output folder {out.parent} is not writable")
     started = time.perf_counter()
 
-    from ..defects.directions import defect_directions
+    from ..defects.directions import directions_of, predict_directions
 
     original = loaded.model.eval()
-    directions = defect_directions(original).float()
+    directions = directions_of(loaded).vectors
     model = copy.deepcopy(original)
     apply_svd(model)
     fingerprint = {
@@ -91,8 +91,9 @@ def run_repair(
         raise RuntimeError(f"repaired keys differ from the model's: {sorted(set(model.state_dict()) ^ expected)[:5]}")
 
     measure_res = options.measure_resolution or options.resolution
+    repaired_directions = predict_directions(model)
     evaluation = compare_models(original, model, directions[-1], heldout_paths, measure_res,
-                                repaired_direction=defect_directions(model).float()[-1], progress=progress)
+                                repaired_direction=repaired_directions.last, progress=progress)
 
     save_official(model, out)  # plain tensors, official keys, written atomically
     sha = sha256_file(out)
@@ -119,6 +120,8 @@ def run_repair(
     write_json(out.parent / REPORT_NAME, report)
     trainer.resume_file.unlink(missing_ok=True)  # the run is complete; nothing left to continue
 
-    repaired = LoadedModel(model=model, arch=loaded.arch, source=str(out), source_format="sinder",
-                           sha256=sha, synthetic=loaded.synthetic)
+    # "official": the layout of the file written, as loading it back detects (a build that reuses
+    # the checkpoint then records the same provenance as one that has just repaired it)
+    repaired = LoadedModel(model=model, arch=loaded.arch, source=str(out), source_format="official",
+                           sha256=sha, synthetic=loaded.synthetic, directions=repaired_directions)
     return repaired, report

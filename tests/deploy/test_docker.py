@@ -107,18 +107,48 @@ def test_gpu_image_installs_only_the_gpu_runtime(extras):
     assert "onnxruntime-gpu" in reqs and "onnxruntime" not in reqs
 
 
-def test_gpu_image_uses_a_cudnn_runtime_matching_onnxruntime_gpu():
-    instrs = parse_dockerfile(DOCKER / "Dockerfile.gpu")
-    base = [i.args for i in instrs if i.keyword == "FROM"][-1]
+# The CUDA major each onnxruntime-gpu release on PyPI is built for, read from each wheel's `cuda`
+# extra (nvidia-cuda-runtime-cu12~=12.0 up to 1.26, nvidia-cuda-runtime~=13.0 from 1.27). A
+# release missing here is unknown: the pins must not admit it until it is added.
+ORT_GPU_CUDA = {
+    **{v: 12 for v in ("1.19.0", "1.19.2", "1.20.0", "1.20.2", "1.21.0", "1.21.1", "1.22.0", "1.23.0", "1.23.2",
+                       "1.24.1", "1.24.4", "1.25.0", "1.25.1", "1.26.0")},
+    **{v: 13 for v in ("1.27.0", "1.28.0", "1.29.0", "1.30.0", "1.31.0", "1.31.1")},
+}
+
+
+def _gpu_image_cuda_major() -> int:
+    base = [i.args for i in parse_dockerfile(DOCKER / "Dockerfile.gpu") if i.keyword == "FROM"][-1]
     m = re.fullmatch(r"nvidia/cuda:(\d+)\.\d+(?:\.\d+)?-cudnn-runtime-ubuntu\d+\.\d+(?: AS \w+)?", base, re.I)
     assert m, f"GPU base image {base!r} is not an nvidia/cuda cudnn-runtime tag"
-    pin = [i.args for i in instrs if i.keyword == "ARG" and i.args.startswith("ORT_GPU_VERSION=")]
+    return int(m.group(1))
+
+
+def test_gpu_image_pins_an_onnxruntime_gpu_built_for_its_cuda():
+    pin = [i.args for i in parse_dockerfile(DOCKER / "Dockerfile.gpu") if i.keyword == "ARG" and i.args.startswith("ORT_GPU_VERSION=")]
     assert pin, "onnxruntime-gpu is not pinned (ARG ORT_GPU_VERSION)"
-    major, minor = (int(x) for x in pin[0].split("=", 1)[1].split(".")[:2])
-    # PyPI's onnxruntime-gpu: CUDA 12 + cuDNN 9 from 1.19 to 1.26; CUDA 13 + cuDNN 9 from 1.27
-    # (read from each wheel's `cuda` extra: nvidia-cuda-runtime-cu12~=12.0 vs nvidia-cuda-runtime~=13.0).
-    expected = 13 if (major, minor) >= (1, 27) else 12
-    assert int(m.group(1)) == expected
+    version = pin[0].split("=", 1)[1]
+    assert version in ORT_GPU_CUDA, f"onnxruntime-gpu {version}: CUDA major unknown, add it to ORT_GPU_CUDA"
+    assert ORT_GPU_CUDA[version] == _gpu_image_cuda_major()
+
+
+def test_pyproject_onnxruntime_gpu_range_admits_only_builds_for_the_image_cuda():
+    from packaging.requirements import Requirement
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (req,) = [Requirement(r) for r in meta["optional-dependencies"]["service-gpu"] if r.startswith("onnxruntime-gpu")]
+    admitted = [v for v in ORT_GPU_CUDA if v in req.specifier]
+    assert admitted, f"{req} admits no known release"
+    cuda = _gpu_image_cuda_major()
+    wrong = [v for v in admitted if ORT_GPU_CUDA[v] != cuda]
+    assert not wrong, f"{req} admits {wrong}, built for another CUDA major than the image's {cuda}"
+    newest = max(ORT_GPU_CUDA, key=lambda v: tuple(map(int, v.split("."))))
+    major, minor = map(int, newest.split(".")[:2])
+    assert f"{major}.{minor + 1}.0" not in req.specifier and "2.0.0" not in req.specifier, (
+        f"{req} admits releases whose CUDA major is not known yet: give it an upper bound")
+    docker_pin = [i.args for i in parse_dockerfile(DOCKER / "Dockerfile.gpu") if i.keyword == "ARG"
+                  and i.args.startswith("ORT_GPU_VERSION=")][0].split("=", 1)[1]
+    assert docker_pin in req.specifier, f"the GPU image's onnxruntime-gpu {docker_pin} is outside {req}"
 
 
 def test_tool_image_builds_the_demo_into_the_volume(extras):

@@ -175,3 +175,41 @@ def test_build_cli_rejects_bad_combinations(tmp_path, capsys, args, needle):
     assert main(args + ["--model-repo", str(tmp_path / "repo")]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_build_computes_the_directions_once_per_model(tmp_path, monkeypatch):
+    """Real analysis and repair (on the toy model of the repair tests); export records what it was handed."""
+    import sinder.defects.directions as dirs_mod
+    from sinder.export.api import default_direction
+    from sinder.repair import RepairOptions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "repair"))
+    from toy_defect import GRID, toy_loaded, write_images
+
+    computed = []
+    real = dirs_mod.cumulative_spectra
+    monkeypatch.setattr(dirs_mod, "cumulative_spectra", lambda model, *a, **k: computed.append(1) or real(model, *a, **k))
+    exported = {}
+
+    def export_model(loaded, model_repo, name, version=None, overwrite=False, **kw):
+        exported[name] = default_direction(loaded)  # what the real export does when no direction is given
+        out = Path(model_repo) / name / str(version)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            write_json(tmp / "manifest.json", {"provenance": {"sha256": loaded.sha256}})
+            (tmp / "model.onnx").write_bytes(b"onnx")
+        return out
+
+    monkeypatch.setattr(sinder.export, "export_model", export_model)
+    images = write_images(tmp_path / "images", 6)[0].parent
+    opts = RepairOptions(resolution=14 * GRID, window=20, max_iterations=40, held_out_fraction=0.34)
+    plan = build.BuildPlan(tmp_path / "repo", "toy", images=images, progress=False, resolution=14 * GRID)
+    summary = build.build(plan, toy_loaded(), repair_options=opts)
+    assert summary["complete"] and len(computed) == 2  # the original and the repaired model, once each
+    assert set(exported) == {"toy", "toy_sinder"}
+
+
+def test_an_import_error_in_a_step_fails_the_build(tmp_path, images, stubs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sinder.analyze", None)  # `from .analyze import ...` raises ImportError
+    with pytest.raises(ImportError):
+        build.build(build.BuildPlan(tmp_path / "repo", "demo", images=images, progress=False), tiny_loaded())
+    assert not (tmp_path / "repo" / "reports" / "demo" / "build.json").exists()

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sinder.errors import ImageError, SinderError
+from sinder.defects.directions import defect_directions
 from sinder.model import build_model
 from sinder.repair import REPORT_NAME, RepairOptions, resume_path_for, run_repair
 
@@ -39,7 +40,13 @@ def test_repair_removes_the_planted_defect_and_writes_a_strict_checkpoint(toy, i
     x = torch.randn(1, 3, 112, 126, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(fresh(x)["x_prenorm"], repaired.model(x)["x_prenorm"])
-    assert repaired.source_format == "sinder" and repaired.source == str(out)
+    # the provenance a build records is the same whether it has just repaired or loads the checkpoint back
+    from sinder.checkpoints import load_model
+
+    reloaded = load_model(out, arch=TOY_ARCH)
+    assert repaired.source_format == reloaded.source_format == "official" and repaired.source == str(out)
+    # the repaired model's directions were computed once, in the repair, and travel with it
+    torch.testing.assert_close(repaired.directions.vectors, defect_directions(reloaded.model))
 
     # the input model is left as it was
     assert all(torch.equal(v, toy.model.state_dict()[k]) for k, v in original_state.items())

@@ -1,135 +1,23 @@
-"""The typed client: against the service's own ASGI app (tiny model repository from conftest),
-and against a stub of the HTTP contract for the answers the tiny app cannot be made to give
-on demand (429 with Retry-After, a chosen error for a chosen image).
-
-The stub answers like the service's documented API (issue 4, openapi.yaml): it computes simple
-known features from the pixels it receives (mean colour as "cls", etc.) so that the tests can
-check that what the client sent is what the server decoded, and that every encoding decodes
-to the same numbers.
-"""
+"""The typed client: against a stub of the HTTP contract (client_stub.py) and against the
+service's own ASGI app (tiny model repository from tests/service/conftest.py)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 
 import numpy as np
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from client_stub import GRID, C, features_of, stub_app
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.client import ClientInputError, FeatureClient, ServiceError, decode_array, encode_image
-
-GRID = (2, 3)
-C = 4
-
-
-def _encode(arr: np.ndarray, dtype: str, encoding: str):
-    arr = np.asarray(arr)
-    if arr.dtype != np.bool_:
-        arr = arr.astype(dtype)
-    if encoding == "base64":
-        return {"dtype": str(arr.dtype), "shape": list(arr.shape),
-                "data": base64.b64encode(arr.astype(arr.dtype.newbyteorder("<")).tobytes()).decode()}
-    return arr.tolist()
-
-
-def _features_of(pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """Deterministic stand-in features: easy to predict from the pixels the client sent."""
-    mean = pixels.reshape(-1, 3).mean(0) / 255.0
-    cls = np.concatenate([mean, [pixels.shape[0] / 100.0]]).astype(np.float32)
-    patch = np.broadcast_to(cls, (*GRID, C)).copy()
-    patch[0, 0] *= 3  # one outlier token, so the mask is not all False
-    mask = np.zeros(GRID, bool)
-    mask[0, 0] = True
-    return {"cls": cls, "patch": patch, "mask": mask, "norms": np.linalg.norm(patch, axis=-1)}
-
-
-def _stub_app() -> FastAPI:
-    app = FastAPI()
-    state = {"ready": True}
-
-    def envelope(status: int, type_: str, message: str, index=None, headers=None):
-        return JSONResponse({"error": {"type": type_, "message": message, "index": index}}, status, headers=headers)
-
-    @app.get("/health/live")
-    def live():
-        return {"status": "live"}
-
-    @app.get("/health/ready")
-    def ready():
-        if not state["ready"]:
-            return JSONResponse({"status": "not ready"}, 503)
-        return {"status": "ready"}
-
-    @app.get("/models")
-    def models():
-        return {"models": [{"name": "demo", "version": 1, "provider": "CPUExecutionProvider"}]}
-
-    @app.get("/models/{name}")
-    def model(name: str):
-        if name != "demo":
-            return envelope(404, "model_not_found", f"unknown model {name!r}")
-        return {"name": "demo", "version": 1}
-
-    @app.post("/features")
-    async def features(request: Request):
-        if request.headers.get("authorization") not in (None, "Bearer secret") or (
-            app.state.need_key and request.headers.get("authorization") != "Bearer secret"
-        ):
-            return envelope(401, "unauthorized", "missing or wrong API key")
-        ctype = request.headers.get("content-type", "")
-        if ctype.startswith("multipart/"):
-            form = await request.form()
-            blobs = [await f.read() for f in form.getlist("images")]
-            opts = {k: v for k, v in form.items() if k not in ("images", "outputs")}
-            opts["outputs"] = form.getlist("outputs") or ["cls", "pooled"]
-        else:
-            body = await request.json()
-            blobs = []
-            for i, text in enumerate(body.pop("images")):
-                try:
-                    blobs.append(base64.b64decode(text, validate=True))
-                except ValueError:
-                    return envelope(400, "invalid_base64", "image is not valid base64", i)
-            opts = body
-        if opts.get("model", "demo") != "demo":
-            return envelope(404, "model_not_found", f"unknown model {opts['model']!r}")
-        if state.get("busy"):
-            return envelope(429, "queue_full", "queue full", headers={"Retry-After": "2"})
-        dtype, encoding = opts.get("dtype", "float32"), opts.get("encoding", "base64")
-        results = []
-        for i, blob in enumerate(blobs):
-            try:
-                pixels = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
-            except Exception:
-                return envelope(400, "invalid_image", "cannot decode image", i)
-            f = _features_of(pixels)
-            entry = {"index": i, "grid": list(GRID), "timing": {"queue_ms": 1.0, "inference_ms": 2.0}}
-            for out in opts.get("outputs", ["cls", "pooled"]):
-                if out == "cls":
-                    entry["cls"] = _encode(f["cls"], dtype, encoding)
-                elif out == "pooled":
-                    entry["pooled"] = _encode(f["patch"].mean((0, 1)), dtype, encoding)
-                elif out == "patch_tokens":
-                    entry["patch_tokens"] = _encode(f["patch"], dtype, encoding)
-                elif out == "diagnostics":
-                    entry["diagnostics"] = {"defect_tokens": int(f["mask"].sum()), "defect_fraction": float(f["mask"].mean()),
-                                            "mask": _encode(f["mask"], dtype, encoding), "norms": _encode(f["norms"], dtype, encoding)}
-            results.append(entry)
-        return {"model": "demo", "model_version": 1, "results": results}
-
-    app.state.need_key = False
-    app.state.flags = state
-    return app
+from service.client import NO_RETRY, ClientInputError, FeatureClient, FeatureClientError, ServiceError, decode_array, encode_image
 
 
 @pytest.fixture()
 def app():
-    return _stub_app()
+    return stub_app()
 
 
 @pytest.fixture()
@@ -158,7 +46,7 @@ def test_every_input_kind_reaches_the_server_as_the_same_pixels(client, pixels, 
     assert [r.index for r in results] == list(range(len(inputs)))
     expected = [pixels[0], pixels[1], pixels[2], pixels[0], pixels[0]]
     for res, px in zip(results, expected):
-        np.testing.assert_allclose(res.cls, _features_of(px)["cls"], rtol=1e-6)
+        np.testing.assert_allclose(res.cls, features_of(px)["cls"], rtol=1e-6)
         assert res.cls.dtype == np.float32
         assert res.grid == GRID and res.model == "demo" and res.model_version == 1
         assert res.pooled is None and res.patch_tokens is None
@@ -166,14 +54,14 @@ def test_every_input_kind_reaches_the_server_as_the_same_pixels(client, pixels, 
 
 def test_one_image_needs_no_list(client, pixels):
     (res,) = client.features(pixels[1], outputs=("cls", "pooled"))
-    np.testing.assert_allclose(res.pooled, _features_of(pixels[1])["patch"].mean((0, 1)), rtol=1e-6)
+    np.testing.assert_allclose(res.pooled, features_of(pixels[1])["patch"].mean((0, 1)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("encoding", ["base64", "json"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_encodings_and_dtypes_decode_to_the_same_arrays(client, pixels, encoding, dtype):
     (res,) = client.features([pixels[0]], outputs=("cls", "patch_tokens", "diagnostics"), dtype=dtype, encoding=encoding)
-    ref = _features_of(pixels[0])
+    ref = features_of(pixels[0])
     assert res.patch_tokens.shape == (*GRID, C)
     assert res.patch_tokens.dtype == np.dtype(dtype)
     np.testing.assert_allclose(res.patch_tokens, ref["patch"].astype(dtype), rtol=1e-3)
@@ -208,11 +96,11 @@ def test_unknown_model_is_404(client, pixels):
     assert err.value.status == 404
 
 
-def test_queue_full_carries_retry_after(app, client, pixels):
+def test_queue_full_carries_retry_after(app, pixels):
     app.state.flags["busy"] = True
-    with pytest.raises(ServiceError) as err:
-        client.features([pixels[0]])
-    assert err.value.status == 429 and err.value.retry_after == 2.0
+    with TestClient(app) as http, pytest.raises(ServiceError) as err:
+        FeatureClient(http_client=http, retry=NO_RETRY).features([pixels[0]])
+    assert err.value.status == 429 and err.value.retry_after == 2.0 and err.value.attempts == 1
 
 
 def test_api_key_is_sent_as_bearer(app, pixels):
@@ -349,3 +237,29 @@ def test_real_app_health_and_models(real):
     names = {m["name"] for m in listing["models"]}
     assert {"tiny", "tiny_sinder", "tiny_reg"} <= names
     assert real.model("tiny")["name"] == "tiny"
+
+
+def test_real_app_registers_and_writable_arrays(real):
+    for encoding in ("base64", "json"):
+        (res,) = real.features([noise(56, 56)], model="tiny_reg", outputs=("cls", "patch_tokens", "registers"),
+                               encoding=encoding)
+        assert res.registers.shape == (2, 8) and res.registers.dtype == np.float32
+        for arr in (res.cls, res.patch_tokens, res.registers):
+            assert arr.flags.writeable
+            arr *= 2  # a downstream team normalises in place
+
+
+def test_real_app_visualize_returns_a_png_of_both_models(real):
+    png = real.visualize(grey_with_patch(), model="tiny")
+    picture = Image.open(io.BytesIO(png))
+    assert picture.format == "PNG" and picture.width > 56 and picture.height > 2 * 56
+    with pytest.raises(ServiceError) as err:
+        real.visualize(grey_with_patch(), model="missing_model")
+    assert err.value.status == 404
+
+
+def test_one_base_class_for_every_error(client, pixels):
+    with pytest.raises(FeatureClientError):
+        client.features([])
+    with pytest.raises(FeatureClientError):
+        client.features([pixels[0]], model="nope")
