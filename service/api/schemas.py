@@ -143,7 +143,7 @@ class VisualizeRequest(ResizeOptions):
     images: list[Base64Image] | None = Field(
         None, min_length=1, max_length=1, description="The same image as a one-item list: /features' field name.")
     model: str | ModelRef | None = Field(None, description="Model to draw; its repaired (or original) pair is added when loaded.")
-    compare: bool = Field(True, description="Add a row for the paired model (`X` and `X_sinder`) when both are loaded.")
+    compare: bool = Field(True, description="Add a row for the linked model (original or SINDER-repaired variant, by the manifests' `variant`) when both are loaded.")
 
     @model_validator(mode="after")
     def _one_image(self):

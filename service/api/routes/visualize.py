@@ -34,10 +34,10 @@ _BODY = {
         "/features) or multipart/form-data (one file part named `image` or `images`; options as form fields). "
         "`model`, `resize`, `short_side` and `resolution` mean what they mean for /features. Returns a PNG with one "
         "row per model: the image at the model's input size, the heat map of last-block token norms with defective "
-        "tokens outlined in cyan, and the first three principal components of the patch tokens as RGB. When both "
-        "`X` and `X_sinder` are loaded (or the manifest links them), the original comes first and the repaired "
-        "model second (`compare: false` draws one row). Only a success is `image/png`: every error is the JSON "
-        "envelope of /features, with the same statuses."
+        "tokens outlined in cyan, and the first three principal components of the patch tokens as RGB. When a "
+        "model's original and its SINDER-repaired variant are both loaded (linked by the manifests' `variant` "
+        "field), the original comes first and the repaired model second (`compare: false` draws one row). Only a "
+        "success is `image/png`: every error is the JSON envelope of /features, with the same statuses."
     ),
     response_class=Response,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},

@@ -57,3 +57,10 @@ def test_promtool_check_metrics_passes(make_client):
     out = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=60)
     # Exit 1: not parseable; 3: lint problems (names, suffixes, help); both are printed.
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), (out.stdout + out.stderr).decode()
+
+
+def test_the_ready_gauge_is_computed_when_scraped_not_when_readiness_is_asked(make_client):
+    client = make_client(models=["tiny"])
+    assert "sinder_ready 1.0" in client.get("/metrics").text
+    client.app.state.service.begin_draining()  # no /health/ready call in between
+    assert "sinder_ready 0.0" in client.get("/metrics").text
