@@ -105,8 +105,7 @@ def _encode(vector: np.ndarray, encoding_format: str):
 
 
 def _vector_size(entry: ModelVersion) -> int | None:
-    arch = entry.manifest.get("architecture") if isinstance(entry.manifest.get("architecture"), dict) else {}
-    return arch.get("embed_dim") if isinstance(arch.get("embed_dim"), int) else None
+    return entry.manifest.architecture.embed_dim if entry.manifest is not None else None
 
 
 def _vector(outputs: dict[str, np.ndarray], pooling: str) -> np.ndarray:

@@ -51,15 +51,12 @@ class ServiceInfo(BaseModel):
 
 
 def _model_info(entry: ModelVersion, default: str | None, max_batch: int) -> ModelInfo:
-    arch = entry.manifest.get("architecture") if isinstance(entry.manifest.get("architecture"), dict) else {}
-
-    def integer(key: str) -> int | None:
-        return arch.get(key) if isinstance(arch.get(key), int) else None
-
+    arch = entry.manifest.architecture if entry.manifest is not None else None  # None until loaded, or failed
     rule = entry.resize
     return ModelInfo(
         id=entry.key, name=entry.name, version=entry.version, state=entry.state, default=entry.name == default,
-        dims=integer("embed_dim"), patch_size=integer("patch_size"), register_tokens=integer("num_register_tokens"),
+        dims=arch.embed_dim if arch else None, patch_size=arch.patch_size if arch else None,
+        register_tokens=arch.num_register_tokens if arch else None,
         resolution=ResolutionBounds(short_side=rule.short_side, multiple_of=rule.multiple_of, min_side=rule.min_side,
                                     max_side=rule.max_side, max_pixels=rule.max_pixels) if rule else None,
         max_batch_size=entry.batcher.max_batch_size if entry.batcher else min(max_batch, entry.max_batch_size),
