@@ -49,6 +49,7 @@ def export_model(
     instance_kind: str | None = None,
     parity_cases: list[tuple[int, int, int]] | None = None,
     progress: bool = True,
+    device: torch.device | None = None,
 ) -> Path:
     """Export ``loaded`` to ``model_repo/name/<version>/`` (model.onnx, manifest.json) and
     write ``model_repo/name/config.pbtxt``. Returns the version folder.
@@ -56,7 +57,9 @@ def export_model(
     ``version`` defaults to the highest existing one + 1; an existing version is refused
     unless ``overwrite``. ``precision`` "int8" is a CPU variant: fp32 graph with dynamically
     quantized Linear weights. The version folder is built under a temporary name and renamed
-    into place only once the checker and the parity checks pass.
+    into place only once the checker and the parity checks pass. The graph is traced on the
+    CPU; ``device`` is where the parity step runs (PyTorch reference and, with onnxruntime's CUDA
+    provider, the session).
     """
     if precision not in PRECISIONS:
         raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -70,7 +73,7 @@ def export_model(
         resolution.validate(arch.patch_size)
     except ValueError as exc:
         raise SinderError(str(exc)) from None
-    model = loaded.model.eval()
+    model = loaded.model.eval().cpu()  # traced on the CPU (the example input lives there)
     model_dir = Path(model_repo) / name
     version = version if version is not None else repository.next_version(model_dir)
     version_dir = model_dir / str(version)
@@ -108,7 +111,8 @@ def export_model(
         _log(f"[export {name}] 2/3 onnx.checker (full_check)", progress)
         _check(onnx_path)
         _log(f"[export {name}] 3/3 parity with PyTorch at {len(cases)} batch/resolution cases", progress)
-        figures = parity.measure_parity(model, onnx_path, direction, precision, cases, threshold_std)
+        figures = parity.measure_parity(model, onnx_path, direction, precision, cases, threshold_std, device=device)
+        model.cpu()
         manifest = build_manifest(
             loaded=loaded, name=name, version=version, precision=precision, max_batch_size=max_batch_size,
             resolution=resolution, direction=direction, direction_layer=arch.depth - 1,

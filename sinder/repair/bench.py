@@ -124,3 +124,73 @@ def _zero_lr(options: RepairOptions) -> RepairOptions:
     from dataclasses import replace
 
     return replace(options, lr=1e-9)  # far above float32 denormals, which would slow the arithmetic down
+
+
+def _forced_step(trainer: RepairTrainer, image: torch.Tensor, layer: int) -> None:
+    """One iteration whose loss is taken at ``layer`` whatever the tokens (a cost probe: the
+    neighbour loss itself is a few token-sized tensors), so that the window is full."""
+    model, compute = trainer.model, trainer.compute
+    with torch.no_grad(), compute.autocast():
+        x = model.prepare_tokens(image[None].to(trainer.device))
+    ins, outs = [], []
+    with torch.enable_grad():
+        for i, blk in enumerate(model.blocks[: layer + 1]):
+            xi = x.detach().requires_grad_(i > 0)
+            with compute.autocast():
+                out = blk(xi)
+            ins.append(xi)
+            outs.append(out)
+            drop = i - trainer.options.limit_layers
+            if drop >= 0:
+                ins[drop] = outs[drop] = None
+            x = out
+        loss = model.split(out)["patch"].float().square().mean()
+    trainer._backward(layer, loss, ins, outs)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+
+def measure_iteration(cfg, resolution: int, limit_layers: int = 10, compute=None, seed: int = 0) -> dict:
+    """Seconds and peak memory of one repair iteration with a full window, on random weights of ``cfg``,
+    beside the ``--dry-run`` estimate of the same. Memory is the rise over the model's own weights:
+    CUDA max allocated, or on the CPU the peak resident set (run it in a fresh process)."""
+    import gc
+
+    from ..device import resolve
+    from ..model import build_model
+    from . import memory
+    from .estimate import estimate
+
+    compute = compute or resolve("cpu", "fp32")
+    torch.manual_seed(seed)
+    model = build_model(cfg).to(compute.device)
+    apply_svd(model)
+    side = resolution // cfg.patch_size * cfg.patch_size
+    opts = RepairOptions(resolution=side, limit_layers=limit_layers)
+    directions = torch.zeros(cfg.depth, cfg.embed_dim)
+    trainer = RepairTrainer(model, directions, ["<probe>"], opts, progress=False, compute=compute)
+    image = torch.randn(3, side, side, generator=torch.Generator().manual_seed(seed))
+    layer = min(limit_layers, cfg.depth) - 1
+    gc.collect()
+    cuda = compute.is_cuda
+    sync = torch.cuda.synchronize if cuda else (lambda *a: None)
+    base = torch.cuda.memory_allocated(compute.device) if cuda else memory.current_rss_bytes()
+    memory.reset_peak(compute.device)
+    times = []
+    for _ in range(2):  # the first includes the SVD of the window's weights
+        sync()
+        t0 = time.perf_counter()
+        _forced_step(trainer, image, layer)
+        sync()
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(compute.device) if cuda else memory.peak_rss_bytes()
+    est = estimate(cfg, side, limit_layers, compute.precision, compute.device.type)
+    m = est["memory_bytes"]
+    return {
+        "arch": cfg.name, "resolution": side, "device": str(compute.device), "precision": compute.precision,
+        "first_iteration_s": times[0], "iteration_s": times[1], "window_blocks": layer + 1,
+        "measured_rise_bytes": int(peak - base),
+        "estimated_rise_bytes": int(m["trained_layers"] + m["autocast_casts"] + m["activations"]),
+        "measured_peak_bytes": int(peak), "estimated_peak_bytes": int(m["peak"]),
+        "flops_per_iteration": est["flops_per_iteration"],
+    }
