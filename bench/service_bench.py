@@ -105,8 +105,9 @@ def run(model_repo: Path, model_name: str, model_desc: str, resolution: int, max
         repeats: int = 3, phase_seconds: float = 10.0, latency_requests: int = 200, queue_delay_ms: float = 5.0,
         log_dir: Path | None = None, progress=print) -> list[dict]:
     """All the service figures, from one service process."""
-    version_dirs = sorted((p for p in (model_repo / model_name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    model_path = version_dirs[-1] / "model.onnx"
+    from contract import layout
+
+    model_path = layout.version_dir(model_repo, model_name, layout.versions(model_repo / model_name)[-1]) / layout.MODEL_FILE
     where = {"model": model_desc, "resolution": f"{resolution}x{resolution}"}
     image = test_image(resolution)
     pixels = decoded_pixels(image)
@@ -188,7 +189,7 @@ def encoding_figure(url: str, image: bytes, model_name: str, where: dict, repeat
     from .stats import time_call
 
     try:
-        from service.core.features import encode_array
+        from service.api.encode import encode_array
     except ImportError:
         encode_array = None
     rows = []
@@ -222,6 +223,6 @@ def encoding_figure(url: str, image: bytes, model_name: str, where: dict, repeat
         "a": summary([json_f32["bytes/image"]]), "b": summary([base["bytes/image"]]),
         "ratio": summary([json_f32["bytes/image"] / base["bytes/image"]]), "ratio_label": "json / base64 (float32)",
         "table": rows,
-        "note": "outputs cls + patch_tokens of one image; encode time is service.core.features.encode_array on a "
+        "note": "outputs cls + patch_tokens of one image; encode time is service.api.encode.encode_array on a "
                 "patch-token array of the same grid and width, median of repeats.",
     }

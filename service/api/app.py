@@ -13,8 +13,9 @@ from fastapi.openapi.utils import get_openapi
 
 from service import __version__
 from service.api import errors
-from service.api.routes import features, health, models, visualize
+from service.api.routes import features, health, models, v2, visualize
 from service.api.schemas import FeaturesMultipart, FeaturesRequest, VisualizeMultipart, VisualizeRequest
+from service.api.schemas_v2 import V2InferenceRequest
 from service.backends.base import Backend
 from service.config import Settings
 from service.core.service import FeatureService
@@ -27,11 +28,14 @@ diagnostics (SINDER), from ONNX models in a Triton-compatible model repository, 
 
 Errors share one envelope: `{"error": {"type", "message", "index"}}`; `index` names the image at fault.
 Statuses: 400 malformed, 401 API key, 404 unknown model, 413 over a limit, 415 content type, 422 invalid
-option or image, 429 overloaded (`Retry-After`), 503 not ready / draining / model failed, 504 deadline.
+option or image, 424 the backend failed and would fail again (broken model, failed batch: do not retry
+unchanged), 429 overloaded or the deadline cannot be met (`Retry-After`), 503 not ready or draining
+(`Retry-After`), 504 deadline passed (only when the machine stalls).
+A request may carry its own shorter deadline in seconds: `X-Request-Timeout: 5`.
 """
 
 # Schemas referenced only from hand-written request bodies (JSON or multipart on one route).
-_EXTRA_SCHEMAS = (FeaturesRequest, FeaturesMultipart, VisualizeRequest, VisualizeMultipart)
+_EXTRA_SCHEMAS = (FeaturesRequest, FeaturesMultipart, VisualizeRequest, VisualizeMultipart, V2InferenceRequest)
 
 
 class MetricsMiddleware:
@@ -75,7 +79,7 @@ def create_app(settings: Settings | None = None, backend_factory: Callable[[Path
     app = FastAPI(title="sinder feature service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
     errors.install(app)
-    for router in (features.router, visualize.router, models.router, health.router):
+    for router in (features.router, visualize.router, models.router, health.router, v2.health, v2.router):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware, get_service=lambda: service)
     app.openapi = lambda: _openapi(app)

@@ -16,6 +16,7 @@ from ..model import LoadedModel
 from .evaluate import compare_models
 from .options import RepairOptions
 from .svd import apply_svd, fold_svd
+from .data import training_preprocessing
 from .train import RepairTrainer, resume_path_for
 
 REPORT_NAME = "repair_report.json"
@@ -32,12 +33,12 @@ def _check_images(train_paths: Sequence[Path], heldout_paths: Sequence[Path], st
         raise ImageError(f"held-out images are also training images: {', '.join(sorted(overlap)[:3])}")
     # Decode the held-out images now, not after a long training run: an unreadable one is left out
     # with a warning (with strict, it fails), and none readable is an error.
-    from ..images import load_pil
+    from ..images import check_readable
 
     readable, why = [], ""
     for p in heldout_paths:
         try:
-            load_pil(p)
+            check_readable(p)
         except ImageError as exc:
             if strict:
                 raise
@@ -140,6 +141,7 @@ def run_repair(
                        "note": "training iterations of this run (one image each) per second of training"},
         "memory": result.memory,
         "options": {**options.to_dict(), "measure_resolution": measure_res},
+        "training_preprocessing": training_preprocessing(options.resolution),
         "iterations": result.iterations,
         "optimizer_steps": result.steps,
         "stopped_by_rule": result.stopped_early,

@@ -162,31 +162,47 @@ def test_tool_image_builds_the_demo_into_the_volume(extras):
     assert "sinder" in entry and "build" in entry and "/models" in entry
 
 
-def test_compose_has_the_three_services(compose):
-    assert {"builder", "service", "prometheus"} <= set(compose["services"])
+VARIANTS = {"service": "gpu", "service-cpu": "cpu"}  # compose service -> the profile that starts it
+
+
+def test_compose_has_every_service_and_profiles_choose_the_variant(compose):
+    services = compose["services"]
+    assert {"builder", "service", "service-cpu", "proxy", "prometheus"} <= set(services)
+    for name, svc in services.items():
+        expected = [VARIANTS[name]] if name in VARIANTS else ["gpu", "cpu"]
+        assert sorted(svc.get("profiles", [])) == sorted(expected), f"{name}: profiles {svc.get('profiles')}"
 
 
 def test_compose_builds_from_existing_dockerfiles(compose):
-    for name in ("builder", "service"):
+    for name, dockerfile in (("builder", "Dockerfile.tool"), ("service", "Dockerfile.gpu"), ("service-cpu", "Dockerfile.cpu")):
         build = compose["services"][name]["build"]
         context = (DOCKER / build["context"]).resolve()
-        dockerfile = re.sub(r"\$\{[^:}]+:-([^}]+)\}", r"\1", build["dockerfile"])  # ${VAR:-default}
-        assert (context / dockerfile).is_file(), f"{name}: {dockerfile} not found in {context}"
+        assert (context / build["dockerfile"]).is_file(), f"{name}: {build['dockerfile']} not found in {context}"
+        assert Path(build["dockerfile"]).name == dockerfile
 
 
-def test_service_reserves_an_nvidia_gpu(compose):
-    devices = compose["services"]["service"]["deploy"]["resources"]["reservations"]["devices"]
+def test_gpu_variant_reserves_an_nvidia_gpu_and_the_cpu_variant_none(compose):
+    gpu, cpu = compose["services"]["service"], compose["services"]["service-cpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+    assert "reservations" not in cpu["deploy"]["resources"]
+    assert gpu["environment"]["SINDER_REQUIRE_GPU"] == "true" and gpu["environment"]["SINDER_PROVIDERS"].startswith("cuda")
+    assert cpu["environment"]["SINDER_REQUIRE_GPU"] == "false" and cpu["environment"]["SINDER_PROVIDERS"] == "cpu"
 
 
-def test_service_waits_for_the_builder_to_succeed(compose):
-    dep = compose["services"]["service"]["depends_on"]
-    assert dep["builder"]["condition"] == "service_completed_successfully"
+def test_every_container_has_cpu_and_memory_limits(compose):
+    for name, svc in compose["services"].items():
+        limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert {"cpus", "memory"} <= set(limits), f"{name} has no resource limits"
+        assert re.fullmatch(r"\d+[mg]", limits["memory"]) and float(limits["cpus"]) > 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variants_wait_for_the_builder_and_check_readiness(compose, variant):
+    svc = compose["services"][variant]
+    assert svc["depends_on"]["builder"]["condition"] == "service_completed_successfully"
     assert compose["services"]["builder"].get("restart", "no") == "no"
-
-
-def test_service_healthcheck_probes_readiness(compose):
-    hc = compose["services"]["service"]["healthcheck"]
+    hc = svc["healthcheck"]
     test = hc["test"] if isinstance(hc["test"], str) else " ".join(hc["test"])
     assert "/health/ready" in test or ("healthcheck.py" in test and "/health/ready" in (DOCKER / "healthcheck.py").read_text())
     assert "start_period" in hc and "retries" in hc
@@ -201,28 +217,70 @@ def _mounts(service: dict) -> dict[str, str]:
     return out
 
 
-def test_model_volume_is_shared_and_read_only_for_the_service(compose):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_model_volume_is_shared_and_read_only_for_the_service(compose, variant):
     builder = _mounts(compose["services"]["builder"])
-    service = _mounts(compose["services"]["service"])
+    service = _mounts(compose["services"][variant])
     assert builder["/models"].split(":")[0] == service["/models"].split(":")[0]
     volume = service["/models"].split(":")[0]
     assert volume in (compose.get("volumes") or {}), f"named volume {volume} is not declared"
     assert service["/models"].endswith(":ro")
     assert not builder["/models"].endswith(":ro")
-    cmd = " ".join(compose["services"]["service"]["command"])
+    cmd = " ".join(compose["services"][variant]["command"])
     assert "--model-repo /models" in cmd
 
 
-def test_ports_and_prometheus_scrape_the_service(compose):
-    assert any(str(p).endswith(":8000") for p in compose["services"]["service"]["ports"])
+def _service_port(svc: dict) -> int:
+    cmd = svc["command"]
+    return int(cmd[cmd.index("--port") + 1])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_replicas_publish_no_port_so_they_scale(compose, variant):
+    """`--scale service=N` fails on a fixed host port: only the proxy publishes one."""
+    svc = compose["services"][variant]
+    assert "ports" not in svc
+    assert [str(p) for p in svc["expose"]] == [str(_service_port(svc))]
+    assert "sinder" in svc["networks"]["default"]["aliases"]
+    assert "container_name" not in svc  # a fixed name would clash too
+
+
+def _nginx(text: str, directive: str) -> list[str]:
+    return [m.group(1).strip() for m in re.finditer(rf"^\s*{directive}\s+([^;]+);", text, re.M)]
+
+
+def test_the_proxy_spreads_requests_over_every_replica(compose):
+    from service.config import Settings
+
+    proxy = compose["services"]["proxy"]
+    conf_mount = [v for v in proxy["volumes"] if v.split(":")[1] == "/etc/nginx/conf.d/default.conf"]
+    assert conf_mount and conf_mount[0].endswith(":ro")
+    conf = (DOCKER / conf_mount[0].split(":")[0]).read_text()
+    (published,) = proxy["ports"]
+    assert re.fullmatch(r"\$\{PROXY_PORT:-8000\}:(\d+)", published)
+    assert _nginx(conf, "listen") == [published.rsplit(":", 1)[1]]
+    # a variable upstream is resolved again at run time (new replicas); a literal one only at start
+    (upstream,) = _nginx(conf, "set \\$sinder")
+    assert upstream == f"http://sinder:{_service_port(compose['services']['service'])}"
+    assert _nginx(conf, "proxy_pass") == ["$sinder"]
+    assert _nginx(conf, "resolver")[0].startswith("127.0.0.11 valid=")  # Docker's embedded DNS
+    size = _nginx(conf, "client_max_body_size")[0]
+    assert int(size.rstrip("m")) * 2**20 >= Settings.model_fields["max_body_bytes"].default
+    timeout = _nginx(conf, "proxy_read_timeout")[0]
+    assert float(timeout.rstrip("s")) > Settings.model_fields["request_timeout_s"].default
+    assert "depends_on" not in proxy  # it starts before any replica, whichever variant runs
+
+
+def test_prometheus_scrapes_every_replica(compose):
     prom = compose["services"]["prometheus"]
     cfg_mount = [v for v in prom["volumes"] if v.split(":")[1] == "/etc/prometheus/prometheus.yml"]
     assert cfg_mount
     cfg = yaml.safe_load((DOCKER / cfg_mount[0].split(":")[0]).read_text())
-    jobs = cfg["scrape_configs"]
-    targets = [t for j in jobs if j.get("metrics_path", "/metrics") == "/metrics"
-               for sc in j["static_configs"] for t in sc["targets"]]
-    assert "service:8000" in targets
+    (job,) = cfg["scrape_configs"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["sinder"] and sd["type"] == "A"
+    assert sd["port"] == _service_port(compose["services"]["service"]) == _service_port(compose["services"]["service-cpu"])
 
 
 def test_dockerignore_keeps_local_state_out():
@@ -233,11 +291,12 @@ def test_dockerignore_keeps_local_state_out():
         assert not is_ignored(path, patterns)
 
 
-def test_compose_settings_are_real_service_settings(compose):
-    """A misspelt SINDER_ variable would be ignored silently (extra="ignore"): check every one."""
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compose_settings_are_real_service_settings(compose, variant):
+    """A misspelt SINDER_ variable would be ignored silently: check every one."""
     from service.config import Settings
 
-    env = compose["services"]["service"]["environment"]
+    env = compose["services"][variant]["environment"]
     names = env if isinstance(env, list) else list(env)
     names = [n.split("=", 1)[0] for n in names]
     fields = set(Settings.model_fields)

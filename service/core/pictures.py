@@ -1,0 +1,48 @@
+"""The picture flow of /visualize: pick the model rows (original, then repaired), run the image, draw the PNG."""
+
+from __future__ import annotations
+
+from service.core import visualize as viz
+from service.core.deadlines import Deadline, Disconnected
+from service.core.decoding import Decoder, ImageInput
+from service.core.errors import InvalidInput
+from service.core.features import PICTURE_OUTPUTS, FeatureOptions
+from service.core.pipeline import Pipeline
+from service.core.registry import ModelRegistry, ModelVersion
+
+
+class Pictures:
+    def __init__(self, registry: ModelRegistry, pipeline: Pipeline, decoder: Decoder):
+        self._registry = registry
+        self._pipeline = pipeline
+        self._decoder = decoder
+
+    async def render(self, image: ImageInput, entry: ModelVersion, options: FeatureOptions, compare: bool,
+                     deadline: Deadline, disconnected: Disconnected | None = None) -> bytes:
+        """PNG bytes: one row per model (``entry``, or with ``compare`` its original above its repaired pair)."""
+        missing = [n for n in PICTURE_OUTPUTS if n not in entry.output_names]
+        if missing:
+            raise InvalidInput(f"model {entry.key} lacks outputs {missing} needed for the picture")
+        models = self._rows_for(entry) if compare else [entry]
+        ran = await self._pipeline.run(models, [image], options, deadline, disconnected)
+        (array,) = ran.arrays
+        rows = []
+        for model, (result,) in zip(models, ran.results):
+            o = result.outputs
+            # Numbers from the generated demo weights must never pass for a real model's.
+            synthetic = ", SYNTHETIC demo weights" if model.manifest.synthetic else ""
+            label = f"{model.key} ({model.provider}{synthetic})"
+            rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"]))
+        return await self._decoder.offload(viz.render, rows)
+
+    def _rows_for(self, entry: ModelVersion) -> list[ModelVersion]:
+        """[original, repaired] when both are ready and drawable alike, else [entry]."""
+        pair = [m for m in self.pair_of(entry) if m is not None]
+        if (len(pair) == 2 and all(n in m.output_names for m in pair for n in PICTURE_OUTPUTS)
+                and pair[0].patch_size == pair[1].patch_size):
+            return pair
+        return [entry]
+
+    def pair_of(self, entry: ModelVersion) -> tuple[ModelVersion | None, ModelVersion | None]:
+        """(original, repaired) for ``entry``, linked by the manifests' ``variant`` fields."""
+        return self._registry.linked(entry)
