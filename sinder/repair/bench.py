@@ -151,9 +151,14 @@ def _forced_step(trainer: RepairTrainer, image: torch.Tensor, layer: int) -> Non
 
 
 def measure_iteration(cfg, resolution: int, limit_layers: int = 10, compute=None, seed: int = 0) -> dict:
-    """Seconds and peak memory of one repair iteration with a full window, on random weights of ``cfg``,
-    beside the ``--dry-run`` estimate of the same. Memory is the rise over the model's own weights:
-    CUDA max allocated, or on the CPU the peak resident set (run it in a fresh process)."""
+    """Seconds and peak memory of repair iterations with a full window, on random weights of ``cfg``,
+    beside the ``--dry-run`` estimate of the same.
+
+    Two iterations (the first factorises the window's weights); memory is their peak over what
+    was in use before them: CUDA's max allocated bytes, or on the CPU the anonymous resident set
+    (sampled; shared-library pages left out), against the estimate's trained layers, autocast
+    casts and activations. On the CPU, run it in a fresh process.
+    """
     import gc
 
     from ..device import resolve
@@ -162,35 +167,38 @@ def measure_iteration(cfg, resolution: int, limit_layers: int = 10, compute=None
     from .estimate import estimate
 
     compute = compute or resolve("cpu", "fp32")
+    dev = compute.device
     torch.manual_seed(seed)
-    model = build_model(cfg).to(compute.device)
+    model = build_model(cfg).to(dev)
     apply_svd(model)
     side = resolution // cfg.patch_size * cfg.patch_size
     opts = RepairOptions(resolution=side, limit_layers=limit_layers)
-    directions = torch.zeros(cfg.depth, cfg.embed_dim)
-    trainer = RepairTrainer(model, directions, ["<probe>"], opts, progress=False, compute=compute)
+    trainer = RepairTrainer(model, torch.zeros(cfg.depth, cfg.embed_dim), ["<probe>"], opts, progress=False,
+                            compute=compute)
     image = torch.randn(3, side, side, generator=torch.Generator().manual_seed(seed))
     layer = min(limit_layers, cfg.depth) - 1
+    sync = (lambda: torch.cuda.synchronize(dev)) if compute.is_cuda else (lambda: None)
     gc.collect()
-    cuda = compute.is_cuda
-    sync = torch.cuda.synchronize if cuda else (lambda *a: None)
-    base = torch.cuda.memory_allocated(compute.device) if cuda else memory.current_rss_bytes()
-    memory.reset_peak(compute.device)
     times = []
-    for _ in range(2):  # the first includes the SVD of the window's weights
-        sync()
-        t0 = time.perf_counter()
-        _forced_step(trainer, image, layer)
-        sync()
-        times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(compute.device) if cuda else memory.peak_rss_bytes()
-    est = estimate(cfg, side, limit_layers, compute.precision, compute.device.type)
+    cuda_base = torch.cuda.memory_allocated(dev) if compute.is_cuda else 0
+    memory.reset_peak(dev)
+    with memory.PeakSampler() as cpu:
+        for _ in range(2):
+            sync()
+            t0 = time.perf_counter()
+            _forced_step(trainer, image, layer)
+            sync()
+            times.append(time.perf_counter() - t0)
+    if compute.is_cuda:
+        rise = torch.cuda.max_memory_allocated(dev) - cuda_base
+    else:
+        rise = cpu.peak - cpu.start
+    est = estimate(cfg, side, limit_layers, compute.precision, dev.type)
     m = est["memory_bytes"]
     return {
-        "arch": cfg.name, "resolution": side, "device": str(compute.device), "precision": compute.precision,
+        "arch": cfg.name, "resolution": side, "device": str(dev), "precision": compute.precision,
         "first_iteration_s": times[0], "iteration_s": times[1], "window_blocks": layer + 1,
-        "measured_rise_bytes": int(peak - base),
+        "measured_rise_bytes": int(rise),
         "estimated_rise_bytes": int(m["trained_layers"] + m["autocast_casts"] + m["activations"]),
-        "measured_peak_bytes": int(peak), "estimated_peak_bytes": int(m["peak"]),
-        "flops_per_iteration": est["flops_per_iteration"],
+        "estimated_peak_bytes": int(m["peak"]), "flops_per_iteration": est["flops_per_iteration"],
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import resource
 import sys
+import threading
 
 import torch
 
@@ -31,12 +32,41 @@ def reset_peak(device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def peaks(device) -> dict:
-    out = {"cpu_peak_rss_bytes": peak_rss_bytes()}
-    if device.type == "cuda":
-        out["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
-        out["cuda_max_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
-    return out
+def anonymous_rss_bytes() -> int | None:
+    """The resident set less file-backed pages (shared libraries): what tensors and the heap hold."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class PeakSampler:
+    """The peak of :func:`anonymous_rss_bytes` while the block runs, sampled every ``interval`` s
+    from a thread (the kernel keeps no peak of the anonymous part alone)."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, anonymous_rss_bytes() or 0)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakSampler":
+        self.start = anonymous_rss_bytes() or 0
+        self.peak = self.start
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, anonymous_rss_bytes() or 0)
 
 
 def gib(n: int | float | None) -> str:

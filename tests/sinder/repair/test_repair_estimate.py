@@ -36,7 +36,7 @@ def test_estimate_matches_the_measured_peak_of_an_iteration(precision):
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout.strip().splitlines()[-1])
     ratio = r["estimated_rise_bytes"] / r["measured_rise_bytes"]
-    assert 0.67 <= ratio <= 1.5, r
+    assert 0.6 <= ratio <= 1.6, r
 
 
 def test_estimate_scales_with_tokens_and_precision():
