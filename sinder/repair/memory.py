@@ -32,6 +32,15 @@ def reset_peak(device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def peaks(device) -> dict:
+    """What a repair report records: the process's peak resident set, and CUDA's peaks on a GPU."""
+    out = {"cpu_peak_rss_bytes": peak_rss_bytes()}
+    if device.type == "cuda":
+        out["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        out["cuda_max_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
+    return out
+
+
 def anonymous_rss_bytes() -> int | None:
     """The resident set less file-backed pages (shared libraries): what tensors and the heap hold."""
     try:
