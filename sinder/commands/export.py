@@ -39,6 +39,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "23: standard operators only, needs onnxruntime >= 1.22)")
     parser.add_argument("--instance-kind", choices=("KIND_GPU", "KIND_CPU"),
                         help="Triton instance_group kind (default: KIND_GPU, KIND_CPU for int8)")
+    parser.add_argument("--variant-of", metavar="NAME",
+                        help="the model folder of the original this checkpoint was repaired from: recorded in the "
+                             "manifest's variant link ({\"kind\": \"sinder\", \"of\": NAME}), which /visualize "
+                             "uses to show the two side by side; needs a repair report")
     parser.add_argument("--repair-report", type=Path, metavar="JSON",
                         help="repair_report.json of this checkpoint (default: the one beside --checkpoint, if any)")
     parser.set_defaults(func=run)
@@ -58,6 +62,16 @@ def _repair_report(args) -> dict | None:
         raise SinderError(f"cannot read repair report {path}: {exc}") from exc
 
 
+def _variant(args, report: dict | None):
+    from contract.manifest import ORIGINAL, SINDER, Variant
+
+    if args.variant_of is None:
+        return Variant(kind=SINDER) if report else Variant(kind=ORIGINAL)
+    if not report:
+        raise SinderError("--variant-of names the original of a repaired model: give its --repair-report")
+    return Variant(kind=SINDER, of=args.variant_of)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..export import export_model
     from ..export.graph import DEFAULT_OPSET
@@ -69,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
     from ..export.api import default_direction
 
     direction = default_direction(loaded)  # computed once for both variants
+    variant = _variant(args, report)
     out = export_model(loaded, args.model_repo, args.name, version=args.version, precision=args.precision,
-                       direction=direction, instance_kind=args.instance_kind, **common)
+                       direction=direction, instance_kind=args.instance_kind, variant=variant, **common)
     print(out)
     if args.int8:
         out8 = export_model(loaded, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
-                            direction=direction, instance_kind=args.instance_kind or "KIND_CPU", **common)
+                            direction=direction, instance_kind=args.instance_kind or "KIND_CPU", variant=variant,
+                            **common)
         print(out8)
     return 0
