@@ -39,10 +39,13 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "23: standard operators only, needs onnxruntime >= 1.22)")
     parser.add_argument("--instance-kind", choices=("KIND_GPU", "KIND_CPU"),
                         help="Triton instance_group kind (default: KIND_GPU, KIND_CPU for int8)")
+    parser.add_argument("--registers", type=Path, metavar="JSON",
+                        help="a `sinder registers` report: export the model with its test-time register "
+                             "(the extra token and the neuron edit in the graph; name it NAME_ttr by convention)")
     parser.add_argument("--variant-of", metavar="NAME",
-                        help="the model folder of the original this checkpoint was repaired from: recorded in the "
-                             "manifest's variant link ({\"kind\": \"sinder\", \"of\": NAME}), which /visualize "
-                             "uses to show the two side by side; needs a repair report")
+                        help="the model folder of the original this one derives from (repaired: --repair-report, "
+                             "or with test-time registers: --registers): recorded in the manifest's variant link "
+                             "({\"kind\": \"sinder\" or \"ttr\", \"of\": NAME}), which /visualize uses to pair them")
     parser.add_argument("--repair-report", type=Path, metavar="JSON",
                         help="repair_report.json of this checkpoint (default: the one beside --checkpoint, if any)")
     parser.set_defaults(func=run)
@@ -63,13 +66,26 @@ def _repair_report(args) -> dict | None:
 
 
 def _variant(args, report: dict | None):
-    from contract.manifest import ORIGINAL, SINDER, Variant
+    """The manifest's link to the original: ttr with --registers, sinder with a repair report."""
+    from contract.manifest import ORIGINAL, SINDER, TTR, Variant
 
-    if args.variant_of is None:
-        return Variant(kind=SINDER) if report else Variant(kind=ORIGINAL)
-    if not report:
-        raise SinderError("--variant-of names the original of a repaired model: give its --repair-report")
-    return Variant(kind=SINDER, of=args.variant_of)
+    kind = TTR if args.registers is not None else SINDER if report else ORIGINAL
+    if kind == ORIGINAL:
+        if args.variant_of is not None:
+            raise SinderError("--variant-of names the original of a repaired model (give its --repair-report) "
+                              "or of one with test-time registers (--registers)")
+        return Variant()
+    return Variant(kind=kind, of=args.variant_of)
+
+
+def _with_registers(loaded, args, common: dict):
+    """``loaded``, or with ``--registers`` the model with its test-time register."""
+    if args.registers is None:
+        return loaded
+    from ..registers.report import neurons_of, read_report, registers_model
+
+    registers = read_report(args.registers)
+    return registers_model(loaded, neurons_of(registers, args.registers))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,14 +98,14 @@ def run(args: argparse.Namespace) -> int:
                   opset=args.opset or DEFAULT_OPSET)
     from ..export.api import default_direction
 
-    direction = default_direction(loaded)  # computed once for both variants
-    variant = _variant(args, report)
-    out = export_model(loaded, args.model_repo, args.name, version=args.version, precision=args.precision,
-                       direction=direction, instance_kind=args.instance_kind, variant=variant, **common)
+    model = _with_registers(loaded, args, common)  # checked before the slow direction
+    common["variant"] = _variant(args, report)
+    direction = default_direction(loaded)  # the original model's, computed once for every variant
+    out = export_model(model, args.model_repo, args.name, version=args.version, precision=args.precision,
+                       direction=direction, instance_kind=args.instance_kind, **common)
     print(out)
     if args.int8:
-        out8 = export_model(loaded, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
-                            direction=direction, instance_kind=args.instance_kind or "KIND_CPU", variant=variant,
-                            **common)
+        out8 = export_model(model, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
+                            direction=direction, instance_kind=args.instance_kind or "KIND_CPU", **common)
         print(out8)
     return 0
