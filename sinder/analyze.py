@@ -17,15 +17,17 @@ from . import __version__
 from .atomic import atomic_dir, write_json, write_with
 from .defects.directions import directions_of
 from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, measure_layers
+from .defects.rule import STD_DDOF
 from .errors import ImageError, SinderError
-from .images import denormalize, load_image
+from .images import denormalize, image_rule, load_image
 from .model import LoadedModel
 
 SYNTHETIC_LABEL = "synthetic demo weights"
 
 RULES = {
     "defect_fraction": "share of patch tokens whose |cos| to the layer's predicted defect direction exceeds "
-                       "mean + 4 std of that image's |cos| (the paper's mask), pooled over images",
+                       "mean + 4 std (sample std) of that image's |cos| (the paper's mask, contract/defects.py), "
+                       "pooled over images",
     "high_norm_fraction": "share of patch tokens whose norm is at least 4x the layer's median patch-token norm "
                           "(median pooled over all images)",
     "alignment": "|cos| between the predicted direction and the mean unit vector of the layer's high-norm "
@@ -203,7 +205,9 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
         "images": len(images),
         "image_names": names,
         "resolution": resolution,
-        "rules": {**RULES, "mask_threshold_std": DEFAULT_MASK_THRESHOLD, "high_norm_factor": DEFAULT_NORM_FACTOR},
+        "preprocessing": image_rule(resolution).model_dump(),  # the contract's resize, as the service's
+        "rules": {**RULES, "mask_threshold_std": DEFAULT_MASK_THRESHOLD, "std_ddof": STD_DDOF,
+                  "high_norm_factor": DEFAULT_NORM_FACTOR},
         "layers": before["layers"],
         "first_defect_layer": before["first_defect_layer"],
         "first_mask_layer": before["first_mask_layer"],
