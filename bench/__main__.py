@@ -183,6 +183,7 @@ def main(argv=None) -> int:
 
             front_repo = Path(tmp) / "frontend_repo"
             front_seconds = 2.0 if args.quick else 6.0
+            attempt("Front end", "JPEG draft decoding", lambda: frontend_bench.draft_figures(args.repeats))
             attempt("Front end", "service CPU per image", lambda: frontend_bench.run(
                 front_repo, repeats=args.repeats, seconds=front_seconds, log_dir=Path(tmp), progress=log))
             cores = info["usable_cores"] or 1

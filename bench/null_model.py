@@ -10,13 +10,14 @@ where a GPU would run the model in a fraction of a millisecond. Synthetic: not a
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from contract import layout
 
 from .onnx_vit import PATCH, SHAPES, Shape, config_pbtxt, manifest_for
 
@@ -87,15 +88,16 @@ def write_null_model(repo: Path, name: str, arch: str = "vits14", precision: str
     model, direction = build_null_onnx(shape, precision)
     folder = Path(repo) / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.pbtxt").write_text(config_pbtxt(name, shape, precision, max_batch_size))
+    (folder / layout.CONFIG_FILE).write_text(config_pbtxt(name, shape, precision, max_batch_size))
     manifest = manifest_for(shape, name, 1, precision, direction, max_batch_size, short_side)
-    manifest["description"] = (f"near-zero-cost graph with the I/O of a {shape.name} (bench/null_model.py): outputs "
-                               "sliced from fixed random tables, no transformer; synthetic, not a model")
-    manifest["provenance"]["source_checkpoint"] = "synthetic:bench/null_model.py"
+    manifest = manifest.model_copy(update={
+        "description": f"near-zero-cost graph with the I/O of a {shape.name} (bench/null_model.py): outputs sliced "
+                       "from fixed random tables, no transformer; synthetic, not a model",
+        "provenance": manifest.provenance.model_copy(update={"source_checkpoint": "synthetic:bench/null_model.py"})})
     tmp = Path(tempfile.mkdtemp(prefix=".1.", dir=folder))
     try:
-        (tmp / "model.onnx").write_bytes(model.SerializeToString())
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / layout.MODEL_FILE).write_bytes(model.SerializeToString())
+        (tmp / layout.MANIFEST_FILE).write_text(manifest.to_json())
         dest = folder / "1"
         if dest.exists():
             shutil.rmtree(dest)

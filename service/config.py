@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Most pixels of one source image, checked from its header before decoding (413 beyond)."
     )
+    jpeg_draft: bool = Field(
+        True, description="Decode a JPEG at least 4x its target size at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) "
+        "to no less than twice the target, then resize: 2-4x faster on large photos, pixels within a few levels "
+        "(contract/preprocess.py); false decodes in full.")
     decode_threads: int = Field(4, ge=1, le=64, description="Threads decoding and resizing images off the event loop.")
 
     # Execution

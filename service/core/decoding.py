@@ -23,6 +23,7 @@ ImageInput = bytes | str | np.ndarray
 class Decoder:
     def __init__(self, settings: Settings, metrics: Metrics):
         self._max_pixels = settings.max_image_pixels
+        self._draft = settings.jpeg_draft
         self._metrics = metrics
         self._threads = settings.decode_threads
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
@@ -64,9 +65,8 @@ class Decoder:
             out = _pixels(raw, index, entry)
         else:
             data = img.decode_base64(raw, index) if isinstance(raw, str) else raw
-            array = img.decode(data, index, max_pixels=self._max_pixels)
-            out = img.prepare(array, entry.resize, options.resize, short_side=options.short_side,
-                              resolution=options.resolution)
+            out = img.decode_for(data, index, entry.resize, options.resize, short_side=options.short_side,
+                                 resolution=options.resolution, max_pixels=self._max_pixels, draft=self._draft)
         elapsed = time.monotonic() - start
         self._metrics.decode_duration.observe(elapsed)
         previous = self.seconds_per_image  # a race between threads here only blurs an average
