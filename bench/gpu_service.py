@@ -14,6 +14,7 @@ same run (the GPU check's throughput table), with the service's mean batch size 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -60,6 +61,7 @@ def run(shape, raw_b128: dict[str, float], *, tmp: Path, provider: str, env_extr
         log(f"service {shape.name} fp16, workers={workers}")
         with ServiceProcess(repo, env=env, log_path=tmp / f"service-{shape.name}-{workers}.log") as svc:
             for path in paths:
+                path = dataclasses.replace(path, size=(resolution, resolution))
                 url, body, headers = request_for(path, svc.url, model=name)
                 processes = max(1, min(8, cores // 2))
                 connections = max(2, (2 * batch * max(1, workers)) // path.images // processes)

@@ -119,7 +119,7 @@ class Supervisor:
             if self._sock is not None:
                 self._sock.close()
             shutil.rmtree(self.state, ignore_errors=True)
-            if not self._own_metrics_dir:
+            if self._own_metrics_dir:
                 os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         return 0
 

@@ -38,6 +38,12 @@ class Decoder:
 
     async def prepare(self, images: list[ImageInput], entry: ModelVersion, options: FeatureOptions) -> list[np.ndarray]:
         """Model inputs for every image; the first bad image (lowest index) fails the request."""
+        if all(isinstance(raw, np.ndarray) for raw in images):  # pixels are only checked: no thread hop for that
+            try:
+                return [self._prepare_one(raw, i, entry, options) for i, raw in enumerate(images)]
+            except ServiceError as exc:
+                self._metrics.reject(exc.type)
+                raise
         loop = asyncio.get_running_loop()
         jobs = [loop.run_in_executor(self._pool, self._prepare_one, raw, i, entry, options) for i, raw in enumerate(images)]
         self.pending += len(jobs)
