@@ -1,16 +1,21 @@
 """Prometheus metrics: one ``sinder_`` family, explicit buckets, one registry per app.
 
+Beside it, the standard ``process_*``, ``python_info`` and ``python_gc_*`` collectors, as in
+prometheus-client's default registry, so the usual dashboards and alerts (memory, CPU, open files) work.
+
 Under ``SINDER_WORKERS`` > 1 (``PROMETHEUS_MULTIPROC_DIR`` set before the process starts),
-prometheus-client keeps every value in a per-process file and ``render`` sums them over the
-live processes; each gauge says how to combine (queue depths and in-flight add up, the ready
-gauge is the minimum: 1 only when every worker is ready).
+prometheus-client keeps every ``sinder_`` value in a per-process file and ``render`` sums them
+over the live processes; each gauge says how to combine (queue depths and in-flight add up, the
+ready gauge is the minimum: 1 only when every worker is ready). The ``process_*`` series are then
+the answering worker's own.
 """
 
 from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge,
+                               Histogram, disable_created_metrics, generate_latest)
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401 - re-exported for the API
 
 PREFIX = "sinder"
@@ -26,6 +31,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.requests = Counter(f"{PREFIX}_http_requests_total", "HTTP requests by route, method and status.",
                                 ["route", "method", "status"], registry=r)
         self.request_duration = Histogram(f"{PREFIX}_http_request_duration_seconds", "HTTP request duration.",
@@ -72,6 +79,8 @@ class Metrics:
 
             combined = CollectorRegistry()
             mp.MultiProcessCollector(combined)
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                combined.register(collector)
             return generate_latest(combined)
         return generate_latest(self.registry)
 
