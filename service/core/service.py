@@ -309,8 +309,10 @@ class FeatureService:
         for model_entry in rows_for:
             (res,) = await self.infer(model_entry, [array], deadline, disconnected)
             o = res.outputs
+            manifest = model_entry.manifest or {}
+            role = "repaired" if manifest.get("repair") else "original"
+            label = f"{model_entry.key}, {role} ({model_entry.provider})"
             # Numbers from the generated demo weights must never pass for a real model's.
-            synthetic = ", SYNTHETIC demo weights" if (model_entry.manifest or {}).get("synthetic") is True else ""
-            label = f"{model_entry.key} ({model_entry.provider}{synthetic})"
-            rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"]))
+            rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"],
+                                synthetic=manifest.get("synthetic") is True))
         return await asyncio.get_running_loop().run_in_executor(self._pool, viz.render, rows)

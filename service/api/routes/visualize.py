@@ -29,9 +29,10 @@ _BODY = {
     summary="A picture of an image's defect tokens, for people",
     description=(
         "Returns a PNG with one row per model: the image at the model's input size, the heat map of last-block "
-        "token norms with defective tokens outlined in cyan, and the first three principal components of the patch "
-        "tokens as RGB. When both `X` and `X_sinder` are loaded (or the manifest links them), the original comes "
-        "first and the repaired model second, on one colour scale for the norms."
+        "token norms (each row on its own colour scale, with its colour bar) with defective tokens outlined in cyan "
+        "on it and on the image, and the first three principal components of the patch tokens as RGB; a legend "
+        "below says how to read them (and that PCA colours of synthetic weights carry no meaning). When both `X` "
+        "and `X_sinder` are loaded (or the manifest links them), the original comes first and the repaired model second."
     ),
     response_class=Response,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
