@@ -188,7 +188,7 @@ def encoding_figure(url: str, image: bytes, model_name: str, where: dict, repeat
     from .stats import time_call
 
     try:
-        from service.core.features import encode_array
+        from service.api.encode import encode_array
     except ImportError:
         encode_array = None
     rows = []
@@ -222,6 +222,6 @@ def encoding_figure(url: str, image: bytes, model_name: str, where: dict, repeat
         "a": summary([json_f32["bytes/image"]]), "b": summary([base["bytes/image"]]),
         "ratio": summary([json_f32["bytes/image"] / base["bytes/image"]]), "ratio_label": "json / base64 (float32)",
         "table": rows,
-        "note": "outputs cls + patch_tokens of one image; encode time is service.core.features.encode_array on a "
+        "note": "outputs cls + patch_tokens of one image; encode time is service.api.encode.encode_array on a "
                 "patch-token array of the same grid and width, median of repeats.",
     }

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     max_inflight_bytes: int = Field(
         512 * 1024 * 1024, ge=1024, description="Request-body bytes held at once across requests; beyond it 429 (bounds memory)."
     )
-    request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request; images still queued after it are dropped (504).")
+    request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request from its arrival (a shorter X-Request-Timeout header applies); work that cannot be expected to meet it is refused at once (429), images still queued after it are dropped (504).")
 
     # Limits
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond).")

@@ -27,7 +27,10 @@ diagnostics (SINDER), from ONNX models in a Triton-compatible model repository, 
 
 Errors share one envelope: `{"error": {"type", "message", "index"}}`; `index` names the image at fault.
 Statuses: 400 malformed, 401 API key, 404 unknown model, 413 over a limit, 415 content type, 422 invalid
-option or image, 429 overloaded (`Retry-After`), 503 not ready / draining / model failed, 504 deadline.
+option or image, 424 the backend failed and would fail again (broken model, failed batch: do not retry
+unchanged), 429 overloaded or the deadline cannot be met (`Retry-After`), 503 not ready or draining
+(`Retry-After`), 504 deadline passed (only when the machine stalls).
+A request may carry its own shorter deadline in seconds: `X-Request-Timeout: 5`.
 """
 
 # Schemas referenced only from hand-written request bodies (JSON or multipart on one route).

@@ -1,16 +1,20 @@
-"""Shared dependencies: the service object and the optional bearer API key."""
+"""Shared dependencies: the service object, the optional bearer API key, the request's deadline."""
 
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.core.deadlines import Deadline
 from service.core.errors import Unauthorized
 from service.core.service import FeatureService
 
 _bearer = HTTPBearer(auto_error=False, description="Needed only when the service is started with SINDER_API_KEY.")
+
+DEADLINE_HEADER = "X-Request-Timeout"
 
 
 def get_service(request: Request) -> FeatureService:
@@ -27,6 +31,17 @@ def require_api_key(request: Request, credentials: HTTPAuthorizationCredentials 
     if not hmac.compare_digest(credentials.credentials.encode(), key.get_secret_value().encode()):
         request.app.state.service.metrics.reject("unauthorized")
         raise Unauthorized("wrong API key")
+
+
+def request_deadline(
+    timeout: Annotated[float | None, Header(
+        alias=DEADLINE_HEADER, gt=0,
+        description=("This request's own deadline in seconds, from its arrival; applies when shorter than "
+                     "SINDER_REQUEST_TIMEOUT_S (default 30). A request whose images cannot be expected to run "
+                     "before its deadline is refused at once (429)."))] = None,
+    service: FeatureService = Depends(get_service),
+) -> Deadline:
+    return service.deadline(timeout)
 
 
 async def wait_disconnect(request: Request) -> None:

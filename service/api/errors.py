@@ -1,4 +1,9 @@
-"""One error envelope, ``{"error": {"type", "message", "index"}}``, and one status map."""
+"""One error envelope, ``{"error": {"type", "message", "index"}}``, and the one table from error type to status.
+
+503 means "not ready or draining: try another replica or later", which generic retry policies
+resend; a failure that would repeat on the same request (a broken model, a batch the backend
+rejects) is 424, which they do not, following text-embeddings-inference's backend errors.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +15,52 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.core.errors import ERROR_STATUSES, ServiceError
+from service.core import errors as e
 
 log = logging.getLogger(__name__)
 
-_DESCRIPTIONS = {
+CLIENT_CLOSED = 499  # nginx's code for a caller that went away; never sent to anyone
+
+# Error type -> HTTP status. A subclass not listed takes its nearest listed base's status.
+STATUS: dict[type[e.ServiceError], int] = {
+    e.BadRequest: 400,
+    e.Unauthorized: 401,
+    e.NotFound: 404,
+    e.PayloadTooLarge: 413,
+    e.UnsupportedMediaType: 415,
+    e.InvalidInput: 422,
+    e.BackendFailed: 424,
+    e.Overloaded: 429,
+    e.ServiceError: 500,
+    e.Unavailable: 503,
+    e.DeadlineExceeded: 504,
+    e.ClientGone: CLIENT_CLOSED,
+}
+
+# What each status means, for the OpenAPI error documentation (README's table says the same).
+DESCRIPTIONS = {
     400: "Malformed request: invalid JSON or base64, empty body, broken multipart.",
     401: "Missing or wrong API key (`Authorization: Bearer <key>`).",
     404: "Unknown model or version.",
     413: "Body, image count or an image's pixel count over the configured limit.",
     415: "Content type is neither application/json nor multipart/form-data.",
-    422: "Invalid option or value, or an image that cannot be decoded (`index` names it).",
-    429: "Queue full or too many requests in flight; retry after `Retry-After` seconds.",
+    422: "Invalid option, value or `X-Request-Timeout`, or an image that cannot be decoded (`index` names it).",
+    424: "The backend failed and would fail again on the same request: the model failed to load (`model_failed`) or "
+         "the batch failed in the backend (`inference_failed`). Not worth retrying unchanged.",
+    429: "Too much work ahead: queue full, too many requests or bytes in flight, or the images cannot be expected to "
+         "run before the request's deadline; retry after `Retry-After` seconds (from the measured drain rate).",
     500: "A bug in the service.",
-    503: "Not ready, draining, or the model failed to load (the message says why).",
-    504: "The request deadline passed before its images ran.",
+    503: "Not ready (models loading, none loaded) or draining; retry after `Retry-After`, or on another replica.",
+    504: "The request deadline passed before its images ran (only when the machine stalls: admission refuses with 429 "
+         "what it cannot expect to finish in time).",
 }
+
+
+def status_of(exc: e.ServiceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
 
 
 class ErrorBody(BaseModel):
@@ -42,7 +77,7 @@ def error_responses(*codes: int) -> dict:
     """OpenAPI ``responses`` entries documenting each error status with the envelope."""
     out = {}
     for code in codes:
-        entry = {"model": ErrorResponse, "description": _DESCRIPTIONS[code]}
+        entry = {"model": ErrorResponse, "description": DESCRIPTIONS[code]}
         if code in (429, 503):
             entry["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
         out[code] = entry
@@ -53,15 +88,15 @@ def envelope(status: int, type_: str, message: str, index: int | None = None, he
     return JSONResponse({"error": {"type": type_, "message": message, "index": index}}, status_code=status, headers=headers)
 
 
-def service_error_response(exc: ServiceError) -> Response:
-    if exc.status == 499:  # client gone: nobody reads this
-        return Response(status_code=499)
+def service_error_response(exc: e.ServiceError) -> Response:
+    status = status_of(exc)
+    if status == CLIENT_CLOSED:  # nobody reads this
+        return Response(status_code=CLIENT_CLOSED)
     headers = {}
-    if exc.retry_after is not None or exc.status == 429:
+    if exc.retry_after is not None or status in (429, 503):
         headers["Retry-After"] = str(max(1, int(round(exc.retry_after or 1))))
-    if exc.status == 401:
+    if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    status = exc.status if exc.status in ERROR_STATUSES else 500
     return envelope(status, exc.type, exc.message, exc.index, headers)
 
 
@@ -77,8 +112,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, int | None]:
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError):
+    @app.exception_handler(e.ServiceError)
+    async def _service_error(request: Request, exc: e.ServiceError):
         return service_error_response(exc)
 
     @app.exception_handler(RequestValidationError)

@@ -6,9 +6,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.api.encode import Encoding
 from service.core.features import DEFAULT_OUTPUTS, FeatureOptions
 
 OutputName = Literal["cls", "pooled", "patch_tokens", "diagnostics", "registers"]
+
+
+def parse_model_ref(model) -> tuple[str | None, int | None]:
+    """``None``, ``"name"``, ``"name:3"`` or a ``ModelRef`` -> (name, version)."""
+    if model is None:
+        return None, None
+    if isinstance(model, ModelRef):
+        return model.name, model.version
+    name, sep, version = str(model).rpartition(":")
+    if sep and version.isdigit():
+        return name, int(version)
+    return str(model), None
 
 
 class ModelRef(BaseModel):
@@ -71,13 +84,15 @@ class FeatureOptionsModel(ResizeOptions):
     def to_options(self) -> FeatureOptions:
         return FeatureOptions(
             outputs=tuple(dict.fromkeys(self.outputs)) if "outputs" in self.model_fields_set else None,
-            dtype=self.dtype, encoding=self.encoding,
-            diagnostics_maps=self.diagnostics_maps, resize=self.resize_policy(), short_side=self.short_side,
+            resize=self.resize_policy(), short_side=self.short_side,
             resolution=tuple(self.resolution) if self.resolution else None,
         )
 
-    def model_ref(self):
-        return self.model.model_dump() if isinstance(self.model, ModelRef) else self.model
+    def to_encoding(self) -> Encoding:
+        return Encoding(dtype=self.dtype, encoding=self.encoding, diagnostics_maps=self.diagnostics_maps)
+
+    def model_ref(self) -> tuple[str | None, int | None]:
+        return parse_model_ref(self.model)
 
 
 Base64Image = Annotated[str, Field(min_length=1, json_schema_extra={"contentEncoding": "base64", "contentMediaType": "image/*"})]
@@ -122,8 +137,8 @@ class VisualizeRequest(ResizeOptions):
     model: str | ModelRef | None = Field(None, description="Model to draw; its repaired (or original) pair is added when loaded.")
     compare: bool = Field(True, description="Add a row for the paired model (`X` and `X_sinder`) when both are loaded.")
 
-    def model_ref(self):
-        return self.model.model_dump() if isinstance(self.model, ModelRef) else self.model
+    def model_ref(self) -> tuple[str | None, int | None]:
+        return parse_model_ref(self.model)
 
     def to_options(self) -> FeatureOptions:
         return FeatureOptions(outputs=("patch_tokens",), resize=self.resize_policy(), short_side=self.short_side,

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Execution providers that run on a GPU (readiness under SINDER_REQUIRE_GPU, I/O binding).
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
 
 @dataclass(frozen=True)
 class TensorSpec:

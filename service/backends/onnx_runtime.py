@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.backends.base import Backend, TensorSpec
+from service.backends.base import GPU_PROVIDERS, Backend, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,6 @@ _ORT_TYPES = {
     "tensor(int64)": "int64",
     "tensor(int32)": "int32",
 }
-_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def _preload_cuda_libraries() -> None:
@@ -51,11 +50,11 @@ def resolve_providers(requested: list[str], device_id: int = 0) -> list:
     names = [n for n in dict.fromkeys(names) if n in available]
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
-    if any(n in _GPU_PROVIDERS for n in names):
+    if any(n in GPU_PROVIDERS for n in names):
         _preload_cuda_libraries()
     out = []
     for name in names:
-        if name in _GPU_PROVIDERS:
+        if name in GPU_PROVIDERS:
             out.append((name, {"device_id": device_id}))
         else:
             out.append(name)
@@ -77,7 +76,7 @@ class OnnxRuntimeBackend(Backend):
         self._inputs = [self._spec(i) for i in self._session.get_inputs()]
         self._outputs = [self._spec(o) for o in self._session.get_outputs()]
         self._input_name = self._inputs[0].name
-        self._use_binding = self._provider in _GPU_PROVIDERS
+        self._use_binding = self._provider in GPU_PROVIDERS
 
     @staticmethod
     def _spec(node) -> TensorSpec:

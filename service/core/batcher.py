@@ -46,7 +46,7 @@ class _Item:
 class Batcher:
     def __init__(self, name: str, infer: Callable[[np.ndarray], dict[str, np.ndarray]], *,
                  max_batch_size: int, max_queue_delay_s: float, queue_size: int, metrics: Metrics | None = None,
-                 wait_only_for_incoming: bool = False):
+                 wait_only_for_incoming: bool = False, seconds_per_image: float | None = None):
         self.name = name
         self._infer = infer
         self.max_batch_size = max_batch_size
@@ -60,11 +60,14 @@ class Batcher:
         self._worker: asyncio.Task | None = None
         # One thread: one batch at a time per model keeps batches full and memory flat.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
-        self._batch_seconds = 0.0  # moving average, for Retry-After
+        # Measured drain rate (moving average of backend seconds per image), for admission and
+        # Retry-After; None until the first batch ran, unless an estimate is given (from warmup).
+        self.seconds_per_image = seconds_per_image
+        self._running = 0  # images of the batch in the backend now
         # With wait_only_for_incoming, a partial batch waits for max_queue_delay only while
         # another request for this model is being decoded: a lone client pays no delay.
         self._wait_only_for_incoming = wait_only_for_incoming
-        self._incoming = 0
+        self._incoming = 0  # images of admitted requests still being decoded
 
     # -- public -------------------------------------------------------------------------
     @property
@@ -80,10 +83,20 @@ class Batcher:
         """False only if the worker stopped without being asked to (it should never)."""
         return self._closing or (self._worker is not None and not self._worker.done())
 
+    @property
+    def backlog(self) -> int:
+        """Images that will run before one submitted now: queued, being decoded, or in the backend."""
+        return self._depth + self._incoming + self._running
+
+    def drain_seconds(self, extra: int = 0) -> float | None:
+        """Expected seconds until the backlog and ``extra`` more images have run; None before any measurement."""
+        if self.seconds_per_image is None:
+            return None
+        return (self.backlog + extra) * self.seconds_per_image
+
     def retry_after(self) -> float:
-        """Seconds until the queue has likely drained: whole batches ahead times batch time."""
-        batches = math.ceil(max(self._depth, 1) / self.max_batch_size)
-        return max(1.0, math.ceil(batches * self._batch_seconds))
+        """Seconds until the backlog has likely drained, at the measured rate (at least 1)."""
+        return max(1.0, math.ceil(self.drain_seconds() or 0.0))
 
     def has_room(self, count: int) -> bool:
         return self._depth + count <= self.queue_size
@@ -112,13 +125,14 @@ class Batcher:
         return futures
 
     @contextlib.contextmanager
-    def incoming(self):
-        """Mark a request as on its way (being decoded) so that partial batches wait for it."""
-        self._incoming += 1
+    def incoming(self, count: int = 1):
+        """Mark ``count`` images as on their way (being decoded): partial batches wait for them, and they count
+        in the backlog that later requests are admitted against."""
+        self._incoming += count
         try:
             yield
         finally:
-            self._incoming -= 1
+            self._incoming -= count
             if self._incoming == 0:
                 self._wakeup.set()
 
@@ -222,6 +236,7 @@ class Batcher:
             return
         batch = np.stack([item.image for item in live])
         start = time.monotonic()
+        self._running = len(live)
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, batch)
             for name, value in outputs.items():
@@ -233,8 +248,12 @@ class Batcher:
                 self._metrics.batch_failures.labels(self.name).inc()
             self._fail(live, InferenceFailed(f"inference failed on model {self.name} for a batch of {len(live)}: {exc}"))
             return
+        finally:
+            self._running = 0
         elapsed = time.monotonic() - start
-        self._batch_seconds = elapsed if not self._batch_seconds else 0.8 * self._batch_seconds + 0.2 * elapsed
+        per_image = elapsed / len(live)
+        previous = self.seconds_per_image
+        self.seconds_per_image = per_image if previous is None else 0.8 * previous + 0.2 * per_image
         if self._metrics:
             self._metrics.inference_duration.labels(self.name).observe(elapsed)
             self._metrics.batch_size.labels(self.name).observe(len(live))

@@ -1,17 +1,17 @@
-"""One list of error types; the API maps each to one HTTP status.
+"""One list of error types the core raises; the API maps each type to an HTTP status (service/api/errors.py).
 
-Every failure a caller can see is a ``ServiceError`` carrying a stable ``type`` string,
-a one-line message and, for per-image problems, the image's ``index`` in the request.
+Every failure a caller can see is a ``ServiceError`` carrying a stable ``type`` string, a
+one-line message, for per-image problems the image's ``index`` in the request, and for
+refusals that a later try may pass, ``retry_after`` seconds. No error here knows HTTP.
 """
 
 from __future__ import annotations
 
 
 class ServiceError(Exception):
-    """Base of every error a caller may see. ``status`` is the HTTP status it maps to."""
+    """Base of every error a caller may see; on its own, a bug in the service."""
 
     type = "internal_error"
-    status = 500
 
     def __init__(self, message: str, *, index: int | None = None, retry_after: float | None = None):
         super().__init__(message)
@@ -21,20 +21,17 @@ class ServiceError(Exception):
 
 
 class BadRequest(ServiceError):
-    """Malformed request: invalid JSON, invalid base64, empty body, broken multipart."""
+    """Malformed request: invalid JSON, invalid base64, empty body, broken multipart, a bad header value."""
 
     type = "bad_request"
-    status = 400
 
 
 class Unauthorized(ServiceError):
     type = "unauthorized"
-    status = 401
 
 
 class NotFound(ServiceError):
     type = "not_found"
-    status = 404
 
 
 class ModelNotFound(NotFound):
@@ -45,19 +42,16 @@ class PayloadTooLarge(ServiceError):
     """Body, image count or pixel count over a configured limit."""
 
     type = "payload_too_large"
-    status = 413
 
 
 class UnsupportedMediaType(ServiceError):
     type = "unsupported_media_type"
-    status = 415
 
 
 class InvalidInput(ServiceError):
     """Well-formed request whose options or values are not acceptable."""
 
     type = "invalid_request"
-    status = 422
 
 
 class InvalidImage(InvalidInput):
@@ -67,51 +61,46 @@ class InvalidImage(InvalidInput):
 
 
 class Overloaded(ServiceError):
-    """Queue full or too many requests in flight: retry after ``retry_after`` seconds."""
+    """Too much work ahead (queue full, too many requests or bytes in flight, or the deadline cannot be met)."""
 
     type = "overloaded"
-    status = 429
 
 
 class Unavailable(ServiceError):
-    """Not ready, draining, or the model failed to load."""
+    """Not ready or draining: another replica, or this one a little later, can serve it."""
 
     type = "unavailable"
-    status = 503
 
 
 class ModelUnavailable(Unavailable):
+    """The model is still loading, or no model is configured."""
+
     type = "model_unavailable"
 
 
-class InferenceFailed(Unavailable):
-    """The batch holding this image failed in the backend; the worker keeps serving."""
+class BackendFailed(ServiceError):
+    """The backend failed, and the same request would fail again: retrying does not help."""
+
+    type = "backend_failed"
+
+
+class ModelFailed(BackendFailed):
+    """The model failed to load (its files are broken); it stays failed until the service restarts."""
+
+    type = "model_failed"
+
+
+class InferenceFailed(BackendFailed):
+    """The batch holding this image failed in the backend; the worker keeps serving other batches."""
 
     type = "inference_failed"
 
 
 class DeadlineExceeded(ServiceError):
     type = "deadline_exceeded"
-    status = 504
 
 
 class ClientGone(ServiceError):
-    """The caller disconnected; nobody reads the answer (nginx's 499, never sent to anyone)."""
+    """The caller disconnected; nobody reads the answer."""
 
     type = "client_closed_request"
-    status = 499
-
-
-# Every status the API can answer with, for the OpenAPI error documentation.
-ERROR_STATUSES = {
-    400: BadRequest,
-    401: Unauthorized,
-    404: NotFound,
-    413: PayloadTooLarge,
-    415: UnsupportedMediaType,
-    422: InvalidInput,
-    429: Overloaded,
-    500: ServiceError,
-    503: Unavailable,
-    504: DeadlineExceeded,
-}

@@ -2,7 +2,7 @@
 
 A model is a folder holding ``config.pbtxt`` or numeric version folders; anything else
 (``reports/``, hidden folders) is skipped. Each version loads on its own: a broken one is
-kept with its error (listed by ``/models``, answered 503 to its callers) and the others serve.
+kept with its error (listed by ``/models``, answered ``model_failed`` to its callers) and the others serve.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from service.backends.base import Backend
 from service.core.batcher import Batcher
-from service.core.errors import ModelNotFound, ModelUnavailable
+from service.core.errors import ModelFailed, ModelNotFound, ModelUnavailable
 from service.core.images import ResizeRule
 from service.core.metrics import Metrics
 
@@ -49,9 +49,7 @@ class ModelVersion:
     backend: Backend | None = None
     batcher: Batcher | None = None
     load_seconds: float | None = None
-    # Running figures for /models/{name}.
-    images_served: int = 0
-    defect_fraction_sum: float = 0.0
+    warm_seconds: float | None = None  # one image through the warmed-up backend: the first drain-rate estimate
 
     @property
     def key(self) -> str:
@@ -159,7 +157,8 @@ class ModelRegistry:
                     entry.backend.close()
                     entry.backend = None
             else:
-                entry.batcher = Batcher(entry.key, entry.backend.run, metrics=self._metrics, wait_only_for_incoming=True, **{
+                entry.batcher = Batcher(entry.key, entry.backend.run, metrics=self._metrics, wait_only_for_incoming=True,
+                                        seconds_per_image=entry.warm_seconds, **{
                     **self._batching, "max_batch_size": min(self._batching["max_batch_size"], entry.max_batch_size)})
                 entry.batcher.start()
                 entry.state = "ready"
@@ -188,7 +187,10 @@ class ModelRegistry:
             raise ManifestError(f"{model_file}: input {inp.name!r} must be uint8 [B, H, W, 3], got {inp.dtype} {inp.shape}")
         if self._warmup:
             h, w = entry.resize.target(entry.resize.short_side, entry.resize.short_side)
+            backend.run(np.zeros((1, h, w, 3), np.uint8))  # the first run pays one-off set-up costs
+            warm = time.monotonic()
             backend.run(np.zeros((1, h, w, 3), np.uint8))
+            entry.warm_seconds = time.monotonic() - warm
         entry.load_seconds = time.monotonic() - start
 
     async def close(self, grace_s: float) -> None:
@@ -197,11 +199,6 @@ class ModelRegistry:
         for entry in self.versions:
             if entry.backend is not None:
                 entry.backend.close()
-
-    def start_draining(self) -> None:
-        for entry in self.versions:
-            if entry.batcher is not None:
-                entry.batcher.stop_accepting()
 
     # -- lookups ------------------------------------------------------------------------
     @property
@@ -245,7 +242,7 @@ class ModelRegistry:
             entry = ready[-1] if ready else candidates[-1]
         if entry.state != "ready":
             if entry.state == "failed":
-                raise ModelUnavailable(f"model {entry.key} failed to load: {entry.error}")
+                raise ModelFailed(f"model {entry.key} failed to load: {entry.error}")
             raise ModelUnavailable(f"model {entry.key} is still loading", retry_after=1)
         return entry
 

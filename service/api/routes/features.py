@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from service.api import body
-from service.api.deps import get_service, require_api_key, wait_disconnect
+from service.api import body, encode
+from service.api.deps import get_service, request_deadline, require_api_key, wait_disconnect
 from service.api.errors import error_responses
 from service.api.schemas import FeaturesMultipart, FeaturesRequest, FeaturesResponse
+from service.core.deadlines import Deadline
 from service.core.service import FeatureService
 
 router = APIRouter(tags=["features"], dependencies=[Depends(require_api_key)])
@@ -35,14 +36,17 @@ _BODY = {
     ),
     response_model=None,
     responses={200: {"model": FeaturesResponse, "description": "One result per image, in request order."},
-               **error_responses(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)},
+               **error_responses(400, 401, 404, 413, 415, 422, 424, 429, 500, 503, 504)},
     openapi_extra={"requestBody": _BODY},
 )
-async def features(request: Request, service: FeatureService = Depends(get_service)) -> Response:
-    with service.admit() as ticket:
+async def features(request: Request, service: FeatureService = Depends(get_service),
+                   deadline: Deadline = Depends(request_deadline)) -> Response:
+    with service.admission.request() as ticket:
         images, parsed = await body.parse(
             request, limit=service.settings.max_body_bytes, image_field="images", max_files=service.settings.max_images,
             json_model=FeaturesRequest, form_fields=_FORM_FIELDS, reserve=ticket.reserve,
         )
-        content = await service.features(images, parsed.model_ref(), parsed.to_options(), lambda: wait_disconnect(request))
+        entry = service.resolve(*parsed.model_ref())
+        result = await service.features(images, entry, parsed.to_options(), deadline, lambda: wait_disconnect(request))
+        content = await service.offload(encode.features_body, result, parsed.to_encoding())
     return Response(content, media_type="application/json")

@@ -21,9 +21,9 @@ router = APIRouter(tags=["operations"])
     responses={503: {"model": Liveness, "description": "A batch worker stopped."}},
 )
 async def live(service: FeatureService = Depends(get_service)):
-    ok, reasons = service.liveness()
-    body = Liveness(status="alive" if ok else "dead", reasons=reasons)
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+    status = service.health.liveness()
+    body = Liveness(status="alive" if status.ok else "dead", reasons=status.reasons)
+    return JSONResponse(body.model_dump(), status_code=200 if status.ok else 503)
 
 
 @router.get(
@@ -38,9 +38,9 @@ async def live(service: FeatureService = Depends(get_service)):
     responses={503: {"model": Readiness, "description": "Not ready; `reasons` says why."}},
 )
 async def ready(service: FeatureService = Depends(get_service)):
-    ok, reasons = service.readiness()
-    body = Readiness(ready=ok, reasons=reasons, models={e.key: e.state for e in service.registry.versions})
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+    status = service.health.readiness()
+    body = Readiness(ready=status.ok, reasons=status.reasons, models={e.key: e.state for e in service.registry.versions})
+    return JSONResponse(body.model_dump(), status_code=200 if status.ok else 503)
 
 
 @router.get(
@@ -50,5 +50,4 @@ async def ready(service: FeatureService = Depends(get_service)):
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."}},
 )
 async def metrics(service: FeatureService = Depends(get_service)) -> Response:
-    service.readiness()  # refresh the ready gauge
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends
 
 from service.api.deps import get_service, require_api_key
 from service.api.errors import error_responses
-from service.api.schemas import DefectStats, ModelDetail, ModelList, ModelSummary
+from service.api.schemas import DefectStats, ModelDetail, ModelList, ModelSummary, parse_model_ref
 from service.core.errors import ModelNotFound
 from service.core.registry import ModelVersion
-from service.core.service import FeatureService, parse_model_ref
+from service.core.service import FeatureService
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 
@@ -69,6 +69,7 @@ async def model_detail(name: str, service: FeatureService = Depends(get_service)
         entry = (ready or candidates)[-1]
     default = service.registry.default_name()
     m = entry.manifest
+    stats = service.stats.of(entry.key)
     return ModelDetail(
         **_summary(entry, default).model_dump(),
         versions=[_summary(e, default) for e in candidates],
@@ -78,8 +79,7 @@ async def model_detail(name: str, service: FeatureService = Depends(get_service)
         max_batch_size=entry.batcher.max_batch_size if entry.batcher else None,
         outputs=[{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in entry.backend.outputs] if entry.backend else [],
         defect=_defect_rule(m),
-        defect_stats=DefectStats(images=entry.images_served,
-                                 mean_defect_fraction=entry.defect_fraction_sum / entry.images_served if entry.images_served else None),
+        defect_stats=DefectStats(images=stats.images, mean_defect_fraction=stats.mean_defect_fraction),
         repair=_dict_or_none(m.get("repair")),
         provenance=_dict_or_none(m.get("provenance")),
         parity=_dict_or_none(m.get("parity")),

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.api import body
-from service.api.deps import get_service, require_api_key, wait_disconnect
+from service.api.deps import get_service, request_deadline, require_api_key, wait_disconnect
 from service.api.errors import error_responses
 from service.api.schemas import VisualizeMultipart, VisualizeRequest
+from service.core.deadlines import Deadline
 from service.core.errors import InvalidInput
 from service.core.service import FeatureService
 
@@ -37,17 +38,19 @@ _BODY = {
     response_class=Response,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                      "description": "PNG image."},
-               **error_responses(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)},
+               **error_responses(400, 401, 404, 413, 415, 422, 424, 429, 500, 503, 504)},
     openapi_extra={"requestBody": _BODY},
 )
-async def visualize(request: Request, service: FeatureService = Depends(get_service)) -> Response:
-    with service.admit() as ticket:
+async def visualize(request: Request, service: FeatureService = Depends(get_service),
+                    deadline: Deadline = Depends(request_deadline)) -> Response:
+    with service.admission.request() as ticket:
         images, parsed = await body.parse(
             request, limit=service.settings.max_body_bytes, image_field="image", max_files=1,
             json_model=VisualizeRequest, form_fields=_FORM_FIELDS, reserve=ticket.reserve,
         )
         if len(images) != 1:
             raise InvalidInput(f"send exactly one image, got {len(images)}")
-        png = await service.visualize(images[0], parsed.model_ref(), parsed.to_options(), parsed.compare,
+        entry = service.resolve(*parsed.model_ref())
+        png = await service.visualize(images[0], entry, parsed.to_options(), parsed.compare, deadline,
                                       lambda: wait_disconnect(request))
     return Response(png, media_type="image/png")

@@ -105,7 +105,7 @@ def test_full_queue_is_refused_at_once_all_or_nothing_and_recovers():
 
     err, refused_in, depth, again = run(main())
     assert refused_in < 0.05
-    assert err.retry_after >= 1 and err.status == 429
+    assert err.retry_after >= 1 and err.type == "overloaded"
     assert depth <= 4
     assert len(again) == 1
     assert 9 not in [int(p) for p in backend.seen_pixels]
@@ -253,3 +253,22 @@ def test_with_wait_only_for_incoming_a_lone_image_runs_at_once_and_waits_while_o
     assert alone < 0.25  # far below the 0.5 s delay
     assert [b[0] for b in backend.batches] == [1, 2]
     assert all(r.batch_size == 2 for r in results)
+
+
+def test_the_drain_rate_is_measured_and_the_backlog_counts_incoming_images():
+    backend = FakeBackend(delay_s=0.02)
+
+    async def main():
+        batcher = Batcher("m", backend.run, max_batch_size=4, max_queue_delay_s=0, queue_size=64)
+        batcher.start()
+        before = batcher.drain_seconds(1)
+        with batcher.incoming(3):
+            incoming = batcher.backlog
+        await asyncio.gather(*batcher.submit([image(i) for i in range(4)], far()))
+        await batcher.close(1)
+        return before, incoming, batcher.seconds_per_image, batcher.drain_seconds(10)
+
+    before, incoming, per_image, ten = run(main())
+    assert before is None and incoming == 3
+    assert per_image is not None and per_image > 0
+    assert ten == pytest.approx(10 * per_image)

@@ -101,7 +101,7 @@ def test_declared_size_over_the_limit_is_refused_from_the_header_without_allocat
 def test_non_images_are_invalid_image_with_index(data):
     with pytest.raises(InvalidImage) as err:
         img.decode(data, 5, max_pixels=10**8)
-    assert err.value.index == 5 and err.value.status == 422
+    assert err.value.index == 5 and err.value.type == "invalid_image"
 
 
 def test_truncated_png_and_jpeg_are_invalid():

@@ -79,8 +79,8 @@ def test_a_broken_model_is_unavailable_while_the_others_serve(make_client, tmp_p
 
     body = {"images": [b64(png(noise(56, 56)))], "outputs": ["cls"]}
     refused = client.post("/features", json={**body, "model": "broken"})
-    assert refused.status_code == 503
-    assert refused.json()["error"]["type"] == "model_unavailable"
+    assert refused.status_code == 424  # broken files fail again on every try: not 503
+    assert refused.json()["error"]["type"] == "model_failed"
     assert "broken" in refused.json()["error"]["message"]
     assert client.post("/features", json={**body, "model": "good"}).status_code == 200
     assert client.post("/features", json=body).json()["model"] == "good"  # default skips the broken one

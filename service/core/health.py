@@ -1,0 +1,52 @@
+"""Liveness and readiness, computed from the state of the models and the service each time they are asked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from service.backends.base import GPU_PROVIDERS
+from service.config import Settings
+from service.core.metrics import Metrics
+from service.core.registry import ModelRegistry
+
+
+@dataclass(frozen=True)
+class Status:
+    ok: bool
+    reasons: list[str] = field(default_factory=list)  # why not ok; empty when ok
+
+
+class Health:
+    def __init__(self, registry: ModelRegistry, settings: Settings, draining: Callable[[], bool],
+                 metrics: Metrics | None = None):
+        self._registry = registry
+        self._settings = settings
+        self._draining = draining
+        if metrics is not None:  # the gauge reads readiness when scraped: it is never stale
+            metrics.ready.set_function(lambda: 1.0 if self.readiness().ok else 0.0)
+
+    def liveness(self) -> Status:
+        """The process can serve: every started batch worker is running (restart the process otherwise)."""
+        dead = [e.key for e in self._registry.versions if e.batcher is not None and not e.batcher.alive]
+        return Status(not dead, [f"batch worker of {key} stopped" for key in dead])
+
+    def readiness(self) -> Status:
+        reasons = list(self.liveness().reasons)
+        versions = self._registry.versions
+        if self._draining():
+            reasons.append("draining")
+        pending = [e.key for e in versions if e.state in ("pending", "loading")]
+        if pending:
+            reasons.append(f"loading {', '.join(pending)}")
+        ready = self._registry.ready_versions()
+        if not ready and not pending:
+            reasons.append("no model could be loaded")
+        failed = [e.key for e in versions if e.state == "failed"]
+        if failed and self._settings.require_all_models:
+            reasons.append(f"failed to load {', '.join(failed)}")
+        if self._settings.require_gpu:
+            cpu = [f"{e.key} ({e.provider})" for e in ready if e.provider not in GPU_PROVIDERS]
+            if cpu:
+                reasons.append(f"require_gpu but running on CPU: {', '.join(cpu)}")
+        return Status(not reasons, reasons)

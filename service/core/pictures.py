@@ -1,0 +1,67 @@
+"""The picture flow of /visualize: pick the model rows (original, then repaired), run the image, draw the PNG."""
+
+from __future__ import annotations
+
+from service.core import visualize as viz
+from service.core.deadlines import Deadline, Disconnected
+from service.core.decoding import Decoder, ImageInput
+from service.core.errors import InvalidInput, ServiceError
+from service.core.features import PICTURE_OUTPUTS, FeatureOptions
+from service.core.pipeline import Pipeline
+from service.core.registry import ModelRegistry, ModelVersion
+
+_SUFFIX = "_sinder"
+
+
+class Pictures:
+    def __init__(self, registry: ModelRegistry, pipeline: Pipeline, decoder: Decoder):
+        self._registry = registry
+        self._pipeline = pipeline
+        self._decoder = decoder
+
+    async def render(self, image: ImageInput, entry: ModelVersion, options: FeatureOptions, compare: bool,
+                     deadline: Deadline, disconnected: Disconnected | None = None) -> bytes:
+        """PNG bytes: one row per model (``entry``, or with ``compare`` its original above its repaired pair)."""
+        missing = [n for n in PICTURE_OUTPUTS if n not in entry.output_names]
+        if missing:
+            raise InvalidInput(f"model {entry.key} lacks outputs {missing} needed for the picture")
+        models = self._rows_for(entry) if compare else [entry]
+        ran = await self._pipeline.run(models, [image], options, deadline, disconnected)
+        (array,) = ran.arrays
+        rows = []
+        for model, (result,) in zip(models, ran.results):
+            o = result.outputs
+            manifest = model.manifest or {}
+            role = "repaired" if manifest.get("repair") else "original"
+            label = f"{model.key}, {role} ({model.provider})"
+            # Numbers from the generated demo weights must never pass for a real model's: the picture says so.
+            rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"],
+                                synthetic=manifest.get("synthetic") is True))
+        return await self._decoder.offload(viz.render, rows)
+
+    def _rows_for(self, entry: ModelVersion) -> list[ModelVersion]:
+        """[original, repaired] when both are ready and drawable alike, else [entry]."""
+        pair = [m for m in self.pair_of(entry) if m is not None]
+        if (len(pair) == 2 and all(n in m.output_names for m in pair for n in PICTURE_OUTPUTS)
+                and pair[0].patch_size == pair[1].patch_size):
+            return pair
+        return [entry]
+
+    def pair_of(self, entry: ModelVersion) -> tuple[ModelVersion | None, ModelVersion | None]:
+        """(original, repaired) for ``entry``, found by a manifest link or the ``_sinder`` suffix."""
+        manifest = entry.manifest
+        repair = manifest.get("repair") if isinstance(manifest.get("repair"), dict) else {}
+        source = manifest.get("source_model") or repair.get("source_model")
+        repaired = manifest.get("repaired_model")
+        if entry.name.endswith(_SUFFIX) or source:
+            other = source or entry.name[: -len(_SUFFIX)]
+            return self._ready(other), entry
+        return entry, self._ready(repaired or f"{entry.name}{_SUFFIX}")
+
+    def _ready(self, name) -> ModelVersion | None:
+        if not isinstance(name, str):
+            return None
+        try:
+            return self._registry.resolve(name)
+        except ServiceError:
+            return None
