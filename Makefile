@@ -5,7 +5,7 @@ MODEL_REPO ?= model_repo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run build test stress bench gpu-check clean openapi
+.PHONY: setup run build test stress bench gpu-check clean openapi schema
 
 setup: $(VENV)/.installed
 
@@ -43,3 +43,6 @@ clean:
 
 openapi: setup
 	$(PY) -m service.openapi > openapi.yaml
+
+schema: setup
+	$(PY) -m contract.manifest > contract/manifest.schema.json

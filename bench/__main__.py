@@ -92,19 +92,25 @@ def build_bench_repo(repo: Path, arch: str, max_batch_size: int, resolution: int
 
 def use_existing_repo(repo: Path, name: str | None) -> tuple[str, str, str]:
     """(name, description, arch) of a model of an existing repository, from its manifest."""
-    import json
+    from contract import layout
+    from contract.manifest import read_manifest
 
-    names = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").exists()) if repo.is_dir() else []
+    names = [p.name for p in layout.model_folders(repo) if layout.versions(p)] if repo.is_dir() else []
     if not names:
-        raise SystemExit(f"python -m bench: {repo} holds no model folder (config.pbtxt)")
+        raise SystemExit(f"python -m bench: {repo} holds no model folder")
     name = name or names[0]
     if name not in names:
         raise SystemExit(f"python -m bench: no model {name!r} in {repo}; has {', '.join(names)}")
-    versions = sorted((p for p in (repo / name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    manifest = json.loads((versions[-1] / "manifest.json").read_text())
-    arch = manifest["architecture"]["arch"].removesuffix("_reg")
-    synthetic = "synthetic weights" if manifest.get("synthetic") else "real weights"
-    return name, f"{name} ({arch}, {manifest.get('precision', 'fp32')}, {synthetic})", arch
+    manifest = read_manifest(layout.version_dir(repo, name, layout.versions(repo / name)[-1]) / layout.MANIFEST_FILE)
+    arch = manifest.architecture.arch.removesuffix("_reg")
+    synthetic = "synthetic weights" if manifest.synthetic else "real weights"
+    return name, f"{name} ({arch}, {manifest.precision}, {synthetic})", arch
+
+
+def latest_model_file(repo: Path, name: str) -> Path:
+    from contract import layout
+
+    return layout.version_dir(repo, name, layout.versions(repo / name)[-1]) / layout.MODEL_FILE
 
 
 def export_figures(repeats: int, quick: bool) -> list[dict]:
@@ -154,8 +160,7 @@ def main(argv=None) -> int:
         else:
             repo = Path(tmp) / "model_repo"
             model_name, model_desc = build_bench_repo(repo, args.arch, args.max_batch_size, args.resolution, args.graph)
-        versions = sorted((p for p in (repo / model_name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-        model_path = versions[-1] / "model.onnx"
+        model_path = latest_model_file(repo, model_name)
         if "export" in sections:
             attempt("Export", "PyTorch eager vs onnxruntime", lambda: export_figures(args.repeats, args.quick))
         if "runtime" in sections:

@@ -8,7 +8,6 @@ a graph of the right shape and cost. The weights are synthetic; every figure say
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -16,11 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from contract import defects, layout
+from contract.manifest import Architecture, Manifest, Preprocessing, Provenance, defect_block, tensor_specs
+from contract.preprocess import IMAGENET_MEAN as MEAN
+from contract.preprocess import IMAGENET_STD as STD
+from contract.preprocess import Resize
+from contract.triton_config import config_pbtxt as _config_pbtxt
+
 PATCH = 14
 POS_GRID = 37  # DINOv2's position embedding grid (518 / 14)
-THRESHOLD_STD = 4.0
 OPSET = 17
 
 
@@ -164,19 +167,21 @@ def build_vit_onnx(shape: Shape | str = "vits14", precision: str = "fp32", seed:
     if r:
         nodes.append(helper.make_node("Slice", [normed, i64("reg_start", [1]), start, ax1], ["register_tokens"]))
 
-    # diagnostics in float32: norms, |cos| to the defect direction, mean + k * std rule (Bessel)
+    # diagnostics in float32, the contract's rule: norms, |cos| to the defect direction, mean + k * sample std
     pre = node("Cast", [prenorm], to=TensorProto.FLOAT)
     direction = rng.standard_normal(c).astype(np.float32)
     direction /= np.linalg.norm(direction)
     norms = node("ReduceL2", [pre], axes=[-1], keepdims=0)
     align = node("Div", [node("Abs", [node("MatMul", [pre, const("defect.direction", direction)])]),
-                         node("Max", [norms, const("eps", np.asarray(1e-12, np.float32))])])
+                         node("Max", [norms, const("eps", np.asarray(defects.NORM_EPS, np.float32))])])
     mean = node("ReduceMean", [align], axes=[1], keepdims=1)
     dev = node("Sub", [align, mean])
     n_tok = node("Cast", [node("Gather", [node("Shape", [align]), i64("one_idx", 1)])], to=TensorProto.FLOAT)
-    denom = node("Max", [node("Sub", [n_tok, const("onef", np.asarray(1, np.float32))]), const("onef2", np.asarray(1, np.float32))])
+    # one token: a zero spread instead of NaN; either way nothing is flagged, as the contract says
+    denom = node("Max", [node("Sub", [n_tok, const("ddof", np.asarray(defects.STD_DDOF, np.float32))]),
+                         const("onef2", np.asarray(1, np.float32))])
     var = node("Div", [node("ReduceSum", [node("Mul", [dev, dev]), ax1], keepdims=1), denom])
-    thr = node("Add", [mean, node("Mul", [node("Sqrt", [var]), const("k_std", np.asarray(THRESHOLD_STD, np.float32))])])
+    thr = node("Add", [mean, node("Mul", [node("Sqrt", [var]), const("k_std", np.asarray(defects.THRESHOLD_STD, np.float32))])])
     nodes.append(helper.make_node("Reshape", [norms, map_shape], ["token_norms"]))
     nodes.append(helper.make_node("Reshape", [align, map_shape], ["defect_alignment"]))
     nodes.append(helper.make_node("Reshape", [node("Greater", [align, thr]), map_shape], ["defect_mask"]))
@@ -202,62 +207,28 @@ def build_vit_onnx(shape: Shape | str = "vits14", precision: str = "fp32", seed:
 
 
 def manifest_for(shape: Shape, name: str, version: int, precision: str, direction: np.ndarray,
-                 max_batch_size: int, short_side: int = 224) -> dict:
-    """The manifest.json of a synthetic bench model, following model_repo/README.md."""
-    out_dt = "float16" if precision == "fp16" else "float32"
-    c, r = shape.embed_dim, shape.num_register_tokens
-    outputs = [
-        {"name": "cls_token", "dtype": out_dt, "shape": [-1, c], "meaning": "CLS token after the final LayerNorm"},
-        {"name": "patch_tokens", "dtype": out_dt, "shape": [-1, -1, -1, c], "meaning": "patch tokens after the final LayerNorm"},
-    ]
-    if r:
-        outputs.append({"name": "register_tokens", "dtype": out_dt, "shape": [-1, r, c], "meaning": "register tokens"})
-    outputs += [
-        {"name": "token_norms", "dtype": "float32", "shape": [-1, -1, -1], "meaning": "L2 norm of each last-block patch token"},
-        {"name": "defect_alignment", "dtype": "float32", "shape": [-1, -1, -1], "meaning": "|cos| to the defect direction"},
-        {"name": "defect_mask", "dtype": "bool", "shape": [-1, -1, -1], "meaning": "alignment > mean + 4 std"},
-    ]
-    return {
-        "format_version": 1,
-        "name": name,
-        "version": version,
-        "synthetic": True,
-        "description": f"synthetic {shape.name}-shaped ViT with random weights, built by bench/onnx_vit.py (not a real model)",
-        "architecture": {"arch": shape.name, "patch_size": PATCH, "embed_dim": c, "depth": shape.depth,
-                         "num_heads": shape.num_heads, "num_register_tokens": r, "ffn": "mlp", "interpolation": "official"},
-        "precision": precision,
-        "max_batch_size": max_batch_size,
-        "preprocessing": {
-            "layout": "NHWC", "dtype": "uint8", "color": "RGB", "normalization_in_graph": True,
-            "mean": list(MEAN), "std": list(STD),
-            "resize": {"policy": "keep_aspect", "short_side": short_side, "multiple_of": PATCH,
-                       "min_side": 56, "max_side": 1036, "max_pixels": 1036 * 1036},
-        },
-        "inputs": [{"name": "images", "dtype": "uint8", "shape": [-1, -1, -1, 3]}],
-        "outputs": outputs,
-        "defect": {"layer": shape.depth - 1, "direction": [float(v) for v in direction], "threshold_std": THRESHOLD_STD,
-                   "rule": "defect_mask = |cos(token, direction)| > mean + 4 * std of the image's |cos| (SINDER, mask_thr=4)",
-                   "high_norm_factor": 4.0},
-        "provenance": {"source_checkpoint": "synthetic:bench/onnx_vit.py", "sha256": None, "source_format": "synthetic",
-                       "tool_version": "bench", "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        "parity": None,
-        "repair": None,
-    }
+                 max_batch_size: int, short_side: int = 224) -> Manifest:
+    """The manifest of a synthetic bench model (the contract's ``Manifest``)."""
+    inputs, outputs = tensor_specs(shape.embed_dim, shape.num_register_tokens, precision)
+    return Manifest(
+        name=name, version=version, synthetic=True,
+        description=f"synthetic {shape.name}-shaped ViT with random weights, built by bench/onnx_vit.py (not a real model)",
+        architecture=Architecture(arch=shape.name, patch_size=PATCH, embed_dim=shape.embed_dim, depth=shape.depth,
+                                  num_heads=shape.num_heads, num_register_tokens=shape.num_register_tokens),
+        precision=precision, max_batch_size=max_batch_size,
+        preprocessing=Preprocessing(resize=Resize(short_side=short_side, multiple_of=PATCH)),
+        inputs=inputs, outputs=outputs,
+        defect=defect_block(direction.tolist(), shape.depth - 1),
+        provenance=Provenance(source_checkpoint="synthetic:bench/onnx_vit.py", source_format="synthetic",
+                              tool="bench", tool_version="bench",
+                              exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+    )
 
 
 def config_pbtxt(name: str, shape: Shape, precision: str, max_batch_size: int) -> str:
-    """Triton's config for the folder (Triton adds the batch dimension itself)."""
-    t = "TYPE_FP16" if precision == "fp16" else "TYPE_FP32"
-    c = shape.embed_dim
-    outs = [("cls_token", t, f"[ {c} ]"), ("patch_tokens", t, f"[ -1, -1, {c} ]"),
-            ("token_norms", "TYPE_FP32", "[ -1, -1 ]"), ("defect_alignment", "TYPE_FP32", "[ -1, -1 ]"),
-            ("defect_mask", "TYPE_BOOL", "[ -1, -1 ]")]
-    out_txt = ",\n".join(f'  {{ name: "{n}" data_type: {d} dims: {s} }}' for n, d, s in outs)
-    return (f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch_size}\n'
-            f'input [\n  {{ name: "images" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] }}\n]\n'
-            f"output [\n{out_txt}\n]\n"
-            f"dynamic_batching {{ max_queue_delay_microseconds: 5000 }}\n"
-            f"instance_group [ {{ count: 1 kind: KIND_AUTO }} ]\n")
+    """Triton's config for the folder (the contract's writer)."""
+    inputs, outputs = tensor_specs(shape.embed_dim, shape.num_register_tokens, precision)
+    return _config_pbtxt(name, inputs, outputs, max_batch_size, instance_kind="KIND_AUTO")
 
 
 def write_model(repo: Path, name: str, shape: Shape | str = "vits14", precision: str = "fp32", seed: int = 0,
@@ -273,13 +244,13 @@ def write_model(repo: Path, name: str, shape: Shape | str = "vits14", precision:
     model, direction = build_vit_onnx(shape, precision, seed)
     folder = Path(repo) / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.pbtxt").write_text(config_pbtxt(name, shape, precision, max_batch_size))
+    (folder / layout.CONFIG_FILE).write_text(config_pbtxt(name, shape, precision, max_batch_size))
     dest = folder / str(version)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=folder))
     try:
-        (tmp / "model.onnx").write_bytes(model.SerializeToString())
+        (tmp / layout.MODEL_FILE).write_bytes(model.SerializeToString())
         manifest = manifest_for(shape, name, version, precision, direction, max_batch_size, short_side)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / layout.MANIFEST_FILE).write_text(manifest.to_json())
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

@@ -105,8 +105,9 @@ def run(model_repo: Path, model_name: str, model_desc: str, resolution: int, max
         repeats: int = 3, phase_seconds: float = 10.0, latency_requests: int = 200, queue_delay_ms: float = 5.0,
         log_dir: Path | None = None, progress=print) -> list[dict]:
     """All the service figures, from one service process."""
-    version_dirs = sorted((p for p in (model_repo / model_name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    model_path = version_dirs[-1] / "model.onnx"
+    from contract import layout
+
+    model_path = layout.version_dir(model_repo, model_name, layout.versions(model_repo / model_name)[-1]) / layout.MODEL_FILE
     where = {"model": model_desc, "resolution": f"{resolution}x{resolution}"}
     image = test_image(resolution)
     pixels = decoded_pixels(image)

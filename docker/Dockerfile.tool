@@ -13,6 +13,7 @@ WORKDIR /app
 # The CPU build of torch first, from PyTorch's CPU index: the default index serves a multi-GB CUDA build.
 RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md constraints.txt ./
+COPY contract ./contract
 COPY sinder ./sinder
 COPY service ./service
 RUN pip install -c constraints.txt ".[tool]"

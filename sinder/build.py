@@ -1,13 +1,14 @@
 """``sinder build``: fill a model repository with a model before and after SINDER repair.
 
-Layout (documented in model_repo/README.md):
+Layout (documented in model_repo/README.md; reports live inside each model's folder, where
+Triton ignores a folder that is not a version number):
 
     model_repo/<name>/config.pbtxt, <name>/1/{model.onnx, manifest.json}         the original
     model_repo/<name>_sinder/config.pbtxt, <name>_sinder/1/{...}                  the repaired model
-    model_repo/reports/<name>/analysis/                                           analysis of the original
-    model_repo/reports/<name>_sinder/{<name>_sinder.pth, repair_report.json}      repair output
-    model_repo/reports/<name>_sinder/analysis/                                    before/after analysis
-    model_repo/reports/<name>/build.json                                          what the build did
+    model_repo/<name>/reports/analysis/                                           analysis of the original
+    model_repo/<name>/reports/build.json                                          what the build did
+    model_repo/<name>_sinder/reports/{<name>_sinder.pth, repair_report.json}      repair output
+    model_repo/<name>_sinder/reports/analysis/                                    before/after analysis
 
 Every step writes atomically and is skipped when its output is already complete, so a
 second run only checks and says what it reuses; ``force`` redoes every step.
@@ -22,6 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract import layout
+from contract.errors import ManifestError
+from contract.manifest import ORIGINAL, SINDER, Variant, read_manifest
+
 from .atomic import atomic_dir, write_json
 from .errors import SinderError
 from .model import LoadedModel
@@ -30,7 +35,6 @@ DEMO_NAME = "dinov2_demo"
 REPAIRED_SUFFIX = "_sinder"
 VERSION = 1
 DEMO_RESOLUTION = 224
-REPORTS = "reports"
 
 
 @dataclass
@@ -48,7 +52,7 @@ class BuildPlan:
         return self.name + REPAIRED_SUFFIX
 
     def reports(self, name: str) -> Path:
-        return self.model_repo / REPORTS / name
+        return layout.reports_dir(self.model_repo, name)
 
     def version_dir(self, name: str) -> Path:
         return self.model_repo / name / str(VERSION)
@@ -83,12 +87,18 @@ def _step(plan: BuildPlan, title: str, done: bool, action, reuse_msg: str | None
     return result
 
 
-def _complete_export(plan: BuildPlan, version_dir: Path, sha256: str | None) -> bool:
-    from .export.repository import is_complete, read_manifest
-
-    if plan.force or not is_complete(version_dir):
+def _complete_export(plan: BuildPlan, version_dir: Path, sha256: str | None, variant: Variant) -> bool:
+    """A version to reuse: complete, its manifest valid under this contract, the same model and variant."""
+    if plan.force or not layout.is_complete(version_dir):
         return False
-    found = read_manifest(version_dir).get("provenance", {}).get("sha256")
+    try:
+        manifest = read_manifest(version_dir / layout.MANIFEST_FILE)
+    except ManifestError as exc:
+        _say(plan, f"   {exc}; exporting it again")
+        return False
+    if manifest.variant != variant:
+        return False
+    found = manifest.provenance.sha256
     if sha256 is not None and found != sha256:
         raise SinderError(f"{version_dir} holds another model (sha256 {found}, expected {sha256}); "
                           "pass --force to rebuild it")
@@ -111,21 +121,23 @@ def _analysis(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], out: Path
 
 def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
     """Export ``loaded`` as ``plan.name``, repair it, export the result as ``<name>_sinder``,
-    with analyses and the repair report under ``model_repo/reports/``."""
+    with analyses and the repair report in each model's ``reports/`` folder."""
     from .export import export_model, is_complete
-    from .export.repository import check_name
 
-    check_name(plan.name)
-    check_name(plan.repaired_name)
+    try:
+        layout.check_model_name(plan.name)
+    except ValueError as exc:
+        raise SinderError(str(exc)) from None
+    original, linked = Variant(kind=ORIGINAL), Variant(kind=SINDER, of=plan.name)
     started = time.perf_counter()
     original_dir, repaired_dir = plan.version_dir(plan.name), plan.version_dir(plan.repaired_name)
     paths = _images(plan)
     if len(paths) < 2:
         raise SinderError(f"the build needs at least 2 images (training and held out); found {len(paths)}")
 
-    _step(plan, f"export {plan.name} v{VERSION}", _complete_export(plan, original_dir, loaded.sha256),
+    _step(plan, f"export {plan.name} v{VERSION}", _complete_export(plan, original_dir, loaded.sha256, original),
           lambda: export_model(loaded, plan.model_repo, plan.name, version=VERSION, overwrite=True,
-                               progress=plan.progress), str(original_dir))
+                               progress=plan.progress, variant=original), str(original_dir))
 
     analysis_dir = plan.reports(plan.name) / "analysis"
     _step(plan, f"analyse {plan.name} on {len(paths)} images", analysis_dir.is_dir(),
@@ -137,9 +149,11 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
     _step(plan, "analyse before/after repair", after_dir.is_dir(),
           lambda: _analysis(plan, loaded, paths, after_dir, repaired=repaired.model()), str(after_dir))
 
-    _step(plan, f"export {plan.repaired_name} v{VERSION}", _complete_export(plan, repaired_dir, repaired.sha256),
+    _step(plan, f"export {plan.repaired_name} v{VERSION}",
+          _complete_export(plan, repaired_dir, repaired.sha256, linked),
           lambda: export_model(repaired.model(), plan.model_repo, plan.repaired_name, version=VERSION,
-                               overwrite=True, repair_summary=repaired.report, progress=plan.progress),
+                               overwrite=True, repair_summary=repaired.report, progress=plan.progress,
+                               variant=linked),
           str(repaired_dir))
 
     summary = {
@@ -199,12 +213,14 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
 
 def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True) -> dict:
     from .demo import load_demo
-    from .export.repository import read_manifest
 
     plan = BuildPlan(Path(model_repo), DEMO_NAME, force=force, progress=progress)
     loaded = load_demo(seed=seed)
     if not force and _demo_complete(plan):
-        found = read_manifest(plan.version_dir(plan.name)).get("provenance", {}).get("sha256")
+        try:
+            found = read_manifest(plan.version_dir(plan.name) / layout.MANIFEST_FILE).provenance.sha256
+        except ManifestError:
+            found = None
         if found != loaded.sha256:
             # the demo weights come from code: a newer tool (or another --seed) makes other weights
             _say(plan, f"the demo model differs from the one in {plan.model_repo} (sha256 {str(found)[:12]}... vs "

@@ -1,4 +1,8 @@
-"""Image folders in, normalised tensors out, and the demo photos that ship with scikit-image."""
+"""Image folders in, normalised tensors out, and the demo photos that ship with scikit-image.
+
+Decoding and resizing are the contract's (``contract/preprocess.py``), the same code the
+service runs: the same photo gives the same pixels here and through ``POST /features``.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+
+from contract import preprocess
+from contract.errors import ContractError
+from contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Resize
 
 from .atomic import atomic_dir
 from .errors import ImageError
-from .model.archs import IMAGENET_MEAN, IMAGENET_STD, PATCH_SIZE
+from .model.archs import PATCH_SIZE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -52,55 +59,48 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def _target_size(width: int, height: int, resolution: int, patch: int) -> tuple[int, int, int, int]:
-    """(resized w, h, cropped w, h): shorter side to ``resolution``, then both cropped down to patch multiples."""
-    scale = resolution / min(width, height)
-    rw, rh = max(patch, round(width * scale)), max(patch, round(height * scale))
-    return rw, rh, rw // patch * patch, rh // patch * patch
-
-
-def load_pil(path: str | os.PathLike) -> Image.Image:
-    """Open an image fully (so truncated files fail here), EXIF orientation applied, as RGB."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                # Composite on white rather than dropping alpha, which leaves arbitrary colours behind.
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            elif im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                span = arr.max() - arr.min()
-                arr = (arr - arr.min()) / span * 255 if span > 0 else np.zeros_like(arr)
-                im = Image.fromarray(arr.astype(np.uint8))
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from None
-
-
-def pil_to_tensor(im: Image.Image, resolution: int = 224, patch_size: int = PATCH_SIZE) -> torch.Tensor:
-    """Resize (shorter side = ``resolution``, bicubic, aspect kept), center-crop each side down to
-    a multiple of ``patch_size``, and normalise with the ImageNet mean and std."""
+def image_rule(resolution: int = 224, patch_size: int = PATCH_SIZE) -> Resize:
+    """The resize the tool uses at ``resolution``: the contract's, with the bounds an export
+    gets by default, so that an image analysed at the exported model's ``short_side`` gets
+    the pixels the service gives it."""
     if resolution < patch_size:
         raise ImageError(f"resolution {resolution} is smaller than the patch size {patch_size}")
-    rw, rh, cw, ch = _target_size(im.width, im.height, resolution, patch_size)
-    im = im.resize((rw, rh), Image.BICUBIC)
-    left, top = (rw - cw) // 2, (rh - ch) // 2
-    im = im.crop((left, top, left + cw, top + ch))
-    x = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
+    default = Resize()
+    return Resize(short_side=resolution, multiple_of=patch_size, min_side=min(default.min_side, resolution),
+                  max_side=max(default.max_side, resolution),
+                  max_pixels=max(default.max_pixels, resolution * resolution))
 
 
-def load_image(path: str | os.PathLike, resolution: int = 224, patch_size: int = PATCH_SIZE) -> torch.Tensor:
-    """``[3, H, W]`` float tensor, ImageNet-normalised; H and W are multiples of the patch size."""
-    return pil_to_tensor(load_pil(path), resolution, patch_size)
+def load_pixels(path: str | os.PathLike, resolution: int = 224, patch_size: int = PATCH_SIZE,
+                policy: str = "keep_aspect") -> np.ndarray:
+    """The model's input pixels (RGB uint8 ``[H, W, 3]``) for ``path``, prepared by the contract."""
+    try:
+        return preprocess.load(path, image_rule(resolution, patch_size), policy)
+    except ContractError as exc:
+        raise ImageError(str(exc)) from None
+
+
+def check_readable(path: str | os.PathLike) -> None:
+    """Decode ``path`` fully, so that a bad file fails now (``ImageError`` naming it)."""
+    try:
+        preprocess.decode_file(path)
+    except ContractError as exc:
+        raise ImageError(str(exc)) from None
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """RGB uint8 ``[H, W, 3]`` -> float ``[3, H, W]`` normalised as the graph does (the contract's)."""
+    return torch.from_numpy(preprocess.normalise(pixels))
+
+
+def load_image(path: str | os.PathLike, resolution: int = 224, patch_size: int = PATCH_SIZE,
+               policy: str = "keep_aspect") -> torch.Tensor:
+    """``[3, H, W]`` float tensor, ImageNet-normalised; H and W are multiples of the patch size.
+
+    ``keep_aspect``: the shorter side to ``resolution``, both sides rounded to the patch size
+    (as the service does by default); ``center_square``: the repair's training crop.
+    """
+    return to_tensor(load_pixels(path, resolution, patch_size, policy))
 
 
 def denormalize(x: torch.Tensor) -> np.ndarray:

@@ -13,8 +13,9 @@ from fastapi.openapi.utils import get_openapi
 
 from service import __version__
 from service.api import errors
-from service.api.routes import features, health, models, visualize
+from service.api.routes import features, health, models, v2, visualize
 from service.api.schemas import FeaturesMultipart, FeaturesRequest, VisualizeMultipart, VisualizeRequest
+from service.api.schemas_v2 import V2InferenceRequest
 from service.backends.base import Backend
 from service.config import Settings
 from service.core.service import FeatureService
@@ -34,7 +35,7 @@ A request may carry its own shorter deadline in seconds: `X-Request-Timeout: 5`.
 """
 
 # Schemas referenced only from hand-written request bodies (JSON or multipart on one route).
-_EXTRA_SCHEMAS = (FeaturesRequest, FeaturesMultipart, VisualizeRequest, VisualizeMultipart)
+_EXTRA_SCHEMAS = (FeaturesRequest, FeaturesMultipart, VisualizeRequest, VisualizeMultipart, V2InferenceRequest)
 
 
 class MetricsMiddleware:
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None, backend_factory: Callable[[Path
     app = FastAPI(title="sinder feature service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
     errors.install(app)
-    for router in (features.router, visualize.router, models.router, health.router):
+    for router in (features.router, visualize.router, models.router, health.router, v2.health, v2.router):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware, get_service=lambda: service)
     app.openapi = lambda: _openapi(app)

@@ -88,15 +88,21 @@ def envelope(status: int, type_: str, message: str, index: int | None = None, he
     return JSONResponse({"error": {"type": type_, "message": message, "index": index}}, status_code=status, headers=headers)
 
 
-def service_error_response(exc: e.ServiceError) -> Response:
+def error_status_headers(exc: e.ServiceError) -> tuple[int, dict]:
+    """The HTTP status and headers (Retry-After, WWW-Authenticate) of an error, whatever the body's format."""
     status = status_of(exc)
-    if status == CLIENT_CLOSED:  # nobody reads this
-        return Response(status_code=CLIENT_CLOSED)
     headers = {}
     if exc.retry_after is not None or status in (429, 503):
         headers["Retry-After"] = str(max(1, int(round(exc.retry_after or 1))))
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    return status, headers
+
+
+def service_error_response(exc: e.ServiceError) -> Response:
+    status, headers = error_status_headers(exc)
+    if status == CLIENT_CLOSED:  # nobody reads this
+        return Response(status_code=CLIENT_CLOSED)
     return envelope(status, exc.type, exc.message, exc.index, headers)
 
 

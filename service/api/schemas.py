@@ -135,7 +135,7 @@ class FeaturesMultipart(BaseModel):
 class VisualizeRequest(ResizeOptions):
     image: Base64Image = Field(description="One image, base64 or data URI.")
     model: str | ModelRef | None = Field(None, description="Model to draw; its repaired (or original) pair is added when loaded.")
-    compare: bool = Field(True, description="Add a row for the paired model (`X` and `X_sinder`) when both are loaded.")
+    compare: bool = Field(True, description="Add a row for the linked model (original or SINDER-repaired variant, by the manifests' `variant`) when both are loaded.")
 
     def model_ref(self) -> tuple[str | None, int | None]:
         return parse_model_ref(self.model)

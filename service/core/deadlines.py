@@ -12,9 +12,15 @@ from service.core.errors import ClientGone, DeadlineExceeded
 Disconnected = Callable[[], Awaitable]  # returns when the caller has gone away
 
 
+# The last part of a deadline is kept for encoding and sending the answer: images must have
+# run by ``work_at``, so that a 200 leaves before ``at``.
+RESPONSE_SHARE = 0.1
+RESPONSE_MAX_S = 0.5
+
+
 @dataclass(frozen=True)
 class Deadline:
-    at: float  # time.monotonic()
+    at: float  # time.monotonic() by which the answer must be out
     seconds: float  # the budget it was made with, for messages
 
     @classmethod
@@ -25,8 +31,14 @@ class Deadline:
     def started(self) -> float:
         return self.at - self.seconds
 
+    @property
+    def work_at(self) -> float:
+        """When the images must have run."""
+        return self.at - min(RESPONSE_SHARE * self.seconds, RESPONSE_MAX_S)
+
     def remaining(self) -> float:
-        return max(0.0, self.at - time.monotonic())
+        """Seconds left for the images to run."""
+        return max(0.0, self.work_at - time.monotonic())
 
 
 async def wait_all(futures: list[asyncio.Future], deadline: Deadline, disconnected: Disconnected | None = None) -> list:

@@ -65,9 +65,8 @@ class Decoder:
         else:
             data = img.decode_base64(raw, index) if isinstance(raw, str) else raw
             array = img.decode(data, index, max_pixels=self._max_pixels)
-            size = entry.resize.target(array.shape[0], array.shape[1], options.resize,
-                                       short_side=options.short_side, resolution=options.resolution)
-            out = img.resize(array, size)
+            out = img.prepare(array, entry.resize, options.resize, short_side=options.short_side,
+                              resolution=options.resolution)
         elapsed = time.monotonic() - start
         self._metrics.decode_duration.observe(elapsed)
         previous = self.seconds_per_image  # a race between threads here only blurs an average

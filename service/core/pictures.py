@@ -5,12 +5,10 @@ from __future__ import annotations
 from service.core import visualize as viz
 from service.core.deadlines import Deadline, Disconnected
 from service.core.decoding import Decoder, ImageInput
-from service.core.errors import InvalidInput, ServiceError
+from service.core.errors import InvalidInput
 from service.core.features import PICTURE_OUTPUTS, FeatureOptions
 from service.core.pipeline import Pipeline
 from service.core.registry import ModelRegistry, ModelVersion
-
-_SUFFIX = "_sinder"
 
 
 class Pictures:
@@ -31,12 +29,13 @@ class Pictures:
         rows = []
         for model, (result,) in zip(models, ran.results):
             o = result.outputs
-            manifest = model.manifest or {}
-            role = "repaired" if manifest.get("repair") else "original"
+            manifest = model.manifest
+            kind = manifest.variant.kind
+            role = {"original": "original", "sinder": "repaired (SINDER)"}.get(kind, kind)
             label = f"{model.key}, {role} ({model.provider})"
             # Numbers from the generated demo weights must never pass for a real model's: the picture says so.
             rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"],
-                                synthetic=manifest.get("synthetic") is True))
+                                synthetic=manifest.synthetic))
         return await self._decoder.offload(viz.render, rows)
 
     def _rows_for(self, entry: ModelVersion) -> list[ModelVersion]:
@@ -48,20 +47,5 @@ class Pictures:
         return [entry]
 
     def pair_of(self, entry: ModelVersion) -> tuple[ModelVersion | None, ModelVersion | None]:
-        """(original, repaired) for ``entry``, found by a manifest link or the ``_sinder`` suffix."""
-        manifest = entry.manifest
-        repair = manifest.get("repair") if isinstance(manifest.get("repair"), dict) else {}
-        source = manifest.get("source_model") or repair.get("source_model")
-        repaired = manifest.get("repaired_model")
-        if entry.name.endswith(_SUFFIX) or source:
-            other = source or entry.name[: -len(_SUFFIX)]
-            return self._ready(other), entry
-        return entry, self._ready(repaired or f"{entry.name}{_SUFFIX}")
-
-    def _ready(self, name) -> ModelVersion | None:
-        if not isinstance(name, str):
-            return None
-        try:
-            return self._registry.resolve(name)
-        except ServiceError:
-            return None
+        """(original, repaired) for ``entry``, linked by the manifests' ``variant`` fields."""
+        return self._registry.linked(entry)

@@ -83,7 +83,7 @@ class Pipeline:
         futures: list[list] = []
         try:
             for entry in models:
-                futures.append(entry.batcher.submit(arrays, deadline.at))
+                futures.append(entry.batcher.submit(arrays, deadline.work_at))
         except Exception:
             for per_model in futures:
                 for fut in per_model:

@@ -1,23 +1,27 @@
-"""The models the service serves, read from a model repository (model_repo/README.md).
+"""The models the service serves, read from a model repository (model_repo/README.md)
+through the contract (``contract.layout``, ``contract.manifest``, ``contract.triton_config``).
 
 A model is a folder holding ``config.pbtxt`` or numeric version folders; anything else
-(``reports/``, hidden folders) is skipped. Each version loads on its own: a broken one is
-kept with its error (listed by ``/models``, answered ``model_failed`` to its callers) and the others serve.
+(hidden folders, a model's ``reports/``) is skipped. Each version loads on its own: its
+manifest is parsed and validated once, then used typed; a broken version is kept with its
+error (listed by ``/models``, answered ``model_failed`` to its callers) and the others serve.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from contract import layout
+from contract.errors import LayoutError, ManifestError
+from contract.manifest import ORIGINAL, REQUIRED_OUTPUTS, SINDER, Manifest, read_manifest
+from contract.triton_config import read_config
 from service.backends.base import Backend
 from service.core.batcher import Batcher
 from service.core.errors import ModelFailed, ModelNotFound, ModelUnavailable
@@ -26,13 +30,8 @@ from service.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-_VERSION = re.compile(r"^[1-9][0-9]*$")
-REQUIRED_OUTPUTS = ("cls_token", "patch_tokens")
 BackendFactory = Callable[[Path], Backend]
-
-
-class ManifestError(ValueError):
-    pass
+__all__ = ["ManifestError", "ModelRegistry", "ModelVersion", "discover", "parse_manifest", "read_max_batch_size"]
 
 
 @dataclass
@@ -42,7 +41,7 @@ class ModelVersion:
     path: Path
     state: str = "pending"  # pending -> loading -> ready | failed
     error: str | None = None
-    manifest: dict = field(default_factory=dict)
+    manifest: Manifest | None = None  # parsed when the version loads
     patch_size: int = 14
     resize: ResizeRule | None = None
     max_batch_size: int = 1
@@ -65,48 +64,26 @@ class ModelVersion:
 
 
 def read_max_batch_size(config: Path) -> int | None:
-    """``max_batch_size`` from a Triton config.pbtxt (text protobuf), if present."""
-    try:
-        match = re.search(r"^\s*max_batch_size\s*:\s*(\d+)", config.read_text(), re.MULTILINE)
-    except OSError:
+    """``max_batch_size`` from a Triton config.pbtxt, if the file is there and names one above 0."""
+    if not config.is_file():
         return None
-    return int(match.group(1)) if match else None
+    try:
+        found = read_config(config).max_batch_size
+    except LayoutError as exc:
+        raise ManifestError(str(exc)) from None
+    return found or None
 
 
-def parse_manifest(path: Path) -> dict:
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ManifestError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise ManifestError(f"{path}: expected a JSON object")
-    arch = manifest.get("architecture")
-    if not isinstance(arch, dict) or not isinstance(arch.get("patch_size"), int) or arch["patch_size"] < 1:
-        raise ManifestError(f"{path}: architecture.patch_size (a positive integer) is required")
-    resize = (manifest.get("preprocessing") or {}).get("resize") or {}
-    if not isinstance(resize, dict):
-        raise ManifestError(f"{path}: preprocessing.resize must be an object")
-    try:
-        rule = ResizeRule.from_manifest(resize, arch["patch_size"])
-    except (TypeError, ValueError) as exc:
-        raise ManifestError(f"{path}: preprocessing.resize: {exc}") from None
-    if rule.multiple_of % arch["patch_size"] or rule.min_side > rule.max_side or rule.short_side < 1:
-        raise ManifestError(f"{path}: preprocessing.resize is inconsistent with patch size {arch['patch_size']}")
-    return manifest
+def parse_manifest(path: Path) -> Manifest:
+    """The typed manifest (``ManifestError`` names the file and the bad field)."""
+    return read_manifest(path)
 
 
 def discover(repo: Path, names: list[str] | None = None, policy: str = "all") -> list[ModelVersion]:
     """Every model version in ``repo`` (not loaded yet), sorted by name then version."""
     found: list[ModelVersion] = []
-    for folder in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = sorted((int(v.name), v) for v in folder.iterdir() if v.is_dir() and _VERSION.match(v.name))
-        is_model = (folder / "config.pbtxt").is_file() or any((v / "manifest.json").exists() or (v / "model.onnx").exists()
-                                                                for _, v in versions)
-        if not is_model:
-            log.debug("skipping %s: not a model folder (no config.pbtxt, no version folder)", folder)
-            continue
+    for folder in layout.model_folders(repo):
+        versions = [(v, folder / str(v)) for v in layout.versions(folder)]
         if names is not None and folder.name not in names:
             continue
         if not versions:
@@ -167,13 +144,12 @@ class ModelRegistry:
 
     def _load(self, entry: ModelVersion) -> None:
         start = time.monotonic()
-        entry.manifest = parse_manifest(entry.path / "manifest.json")
-        entry.patch_size = entry.manifest["architecture"]["patch_size"]
-        entry.resize = ResizeRule.from_manifest(entry.manifest.get("preprocessing", {}).get("resize", {}), entry.patch_size)
-        limits = [n for n in (entry.manifest.get("max_batch_size"), read_max_batch_size(entry.path.parent / "config.pbtxt"))
-                  if isinstance(n, int) and n > 0]
-        entry.max_batch_size = min(limits) if limits else 1 << 30
-        model_file = entry.path / "model.onnx"
+        entry.manifest = manifest = parse_manifest(entry.path / layout.MANIFEST_FILE)
+        entry.patch_size = manifest.architecture.patch_size
+        entry.resize = ResizeRule.of(manifest.preprocessing.resize)
+        limits = [n for n in (manifest.max_batch_size, read_max_batch_size(entry.path.parent / layout.CONFIG_FILE)) if n]
+        entry.max_batch_size = min(limits)
+        model_file = entry.path / layout.MODEL_FILE
         if not model_file.is_file():
             raise FileNotFoundError(f"{model_file} is missing")
         backend = self._factory(model_file)
@@ -216,9 +192,26 @@ class ModelRegistry:
         if self._default:
             return self._default
         ready = self.ready_versions()
-        repaired = [e for e in ready if e.manifest.get("repair")]
+        repaired = [e for e in ready if e.manifest.repair]
         pick = repaired or ready or self.versions
         return pick[0].name if pick else None
+
+    def linked(self, entry: ModelVersion) -> tuple[ModelVersion | None, ModelVersion | None]:
+        """(original, SINDER-repaired) of ``entry``'s family, by the manifests' ``variant`` links;
+        ``entry`` itself is one of them or neither (another variant kind)."""
+        variant = entry.manifest.variant if entry.manifest else None
+        if variant is None:
+            return None, None
+        if variant.kind == ORIGINAL:
+            repaired = [e for e in self.ready_versions() if e.manifest.variant.kind == SINDER
+                        and e.manifest.variant.of == entry.name]
+            return entry, (repaired[-1] if repaired else None)
+        original = self._ready(variant.of)
+        return original, (entry if variant.kind == SINDER else None)
+
+    def _ready(self, name: str | None) -> ModelVersion | None:
+        ready = [e for e in self.ready_versions() if e.name == name]
+        return ready[-1] if ready else None
 
     def versions_of(self, name: str) -> list[ModelVersion]:
         return [e for e in self.versions if e.name == name]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_MASK_THRESHOLD = 4.0  # the reference code's mask_thr
-DEFAULT_NORM_FACTOR = 4.0
+from . import rule
+
+DEFAULT_MASK_THRESHOLD = rule.THRESHOLD_STD  # the contract's (contract/defects.py)
+DEFAULT_NORM_FACTOR = rule.HIGH_NORM_FACTOR
 # A high-norm token counts as lying along the predicted direction above this |cos|.
 ALIGNED_COS = 0.8
 # Keep every layer's tokens for the alignment statistic only below this size; above it the
@@ -16,32 +18,25 @@ _KEEP_TOKENS_BYTES = 768 * 2**20
 
 
 def token_cosines(patch_tokens: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """|cosine| of each ``[N, C]`` token with ``direction`` ``[C]``."""
-    d = F.normalize(direction.to(patch_tokens.dtype), dim=0)
-    return (F.normalize(patch_tokens, dim=-1) @ d).abs()
+    """|cosine| of each ``[N, C]`` token with ``direction`` ``[C]`` (the contract's alignment)."""
+    return rule.token_alignment(patch_tokens, direction)
 
 
 def defect_mask(patch_tokens: torch.Tensor, direction: torch.Tensor,
                 threshold_std: float = DEFAULT_MASK_THRESHOLD) -> torch.Tensor:
     """The paper's rule on one image's ``[N, C]`` patch tokens: ``|cos| > mean + k * std``.
 
-    Statistics are over the image's own tokens (unbiased std, as ``torch.std``), so past
-    roughly 1/(1+k^2) of tokens aligned with ``direction`` the threshold exceeds 1 and
+    Statistics are over the image's own tokens (sample std, the contract's convention), so
+    past roughly 1/(1+k^2) of tokens aligned with ``direction`` the threshold exceeds 1 and
     nothing is flagged.
     """
-    cos = token_cosines(patch_tokens.float(), direction.float())
-    if cos.numel() < 2:
-        return torch.zeros_like(cos, dtype=torch.bool)
-    return cos > cos.mean() + threshold_std * cos.std()
+    return rule.defect_mask(token_cosines(patch_tokens.float(), direction.float()), threshold_std)
 
 
 def high_norm_mask(patch_tokens: torch.Tensor, factor: float = DEFAULT_NORM_FACTOR,
                    median: float | torch.Tensor | None = None) -> torch.Tensor:
     """Tokens whose norm is at least ``factor`` times ``median`` (default: these tokens' median norm)."""
-    norms = patch_tokens.float().norm(dim=-1)
-    if median is None:
-        median = norms.median()
-    return norms >= factor * float(median)
+    return rule.high_norm_mask(patch_tokens.float().norm(dim=-1), factor, median)
 
 
 def _patch_tokens_per_layer(vit, image: torch.Tensor) -> list[torch.Tensor]:

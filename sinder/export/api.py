@@ -8,17 +8,21 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_dir, write_bytes, write_json
+from contract import layout
+from contract.defects import THRESHOLD_STD
+from contract.errors import ContractError
+from contract.manifest import ORIGINAL, SINDER, Variant, tensor_specs
+from contract.triton_config import config_pbtxt
+
+from ..atomic import atomic_dir, write_bytes
 from ..errors import SinderError
 from ..model import LoadedModel
-from . import graph, parity, quantize, repository
-from .manifest import Resolution, build_manifest, repair_summary_of, tensor_specs
-from .triton import config_pbtxt
-from .wrapper import THRESHOLD_STD, ExportWrapper
+from . import graph, parity, quantize
+from .manifest import Resolution, build_manifest, check_resolution, repair_summary_of
+from .wrapper import ExportWrapper
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_BATCH = 32
-HIGH_NORM_FACTOR = 4.0
 
 
 def _log(msg: str, progress: bool) -> None:
@@ -49,6 +53,7 @@ def export_model(
     instance_kind: str | None = None,
     parity_cases: list[tuple[int, int, int]] | None = None,
     progress: bool = True,
+    variant: Variant | None = None,
 ) -> Path:
     """Export ``loaded`` to ``model_repo/name/<version>/`` (model.onnx, manifest.json) and
     write ``model_repo/name/config.pbtxt``. Returns the version folder.
@@ -56,7 +61,9 @@ def export_model(
     ``version`` defaults to the highest existing one + 1; an existing version is refused
     unless ``overwrite``. ``precision`` "int8" is a CPU variant: fp32 graph with dynamically
     quantized Linear weights. The version folder is built under a temporary name and renamed
-    into place only once the checker and the parity checks pass.
+    into place only once the checker and the parity checks pass. ``variant`` links the
+    model to its original (default: ``sinder`` of nothing named when there is a repair
+    summary, else ``original``).
     """
     if precision not in PRECISIONS:
         raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -64,15 +71,17 @@ def export_model(
         raise SinderError(f"max batch size must be at least 1, not {max_batch_size}")
     if version is not None and version < 1:
         raise SinderError(f"version must be a positive integer, not {version}")
-    repository.check_name(name)
     arch = loaded.arch
     try:
-        resolution.validate(arch.patch_size)
-    except ValueError as exc:
+        layout.check_model_name(name)
+        resolution = check_resolution(resolution, arch.patch_size)
+    except (ContractError, ValueError) as exc:
         raise SinderError(str(exc)) from None
+    if variant is None:
+        variant = Variant(kind=SINDER) if repair_summary else Variant(kind=ORIGINAL)
     model = loaded.model.eval()
     model_dir = Path(model_repo) / name
-    version = version if version is not None else repository.next_version(model_dir)
+    version = version if version is not None else layout.next_version(model_dir)
     version_dir = model_dir / str(version)
     if version_dir.exists() and not overwrite:
         raise SinderError(f"{version_dir} already exists; pass --overwrite to replace it, or another --version")
@@ -94,7 +103,7 @@ def export_model(
     started = time.perf_counter()
     with atomic_dir(version_dir, overwrite=overwrite) as tmp:
         _log(f"[export {name}] 1/3 tracing {arch.name} to ONNX ({graph_precision}, opset {opset})", progress)
-        onnx_path = tmp / repository.MODEL_FILE
+        onnx_path = tmp / layout.MODEL_FILE
         if precision == "int8":
             fp32_path = tmp / ".fp32.onnx"
             graph.export_graph(wrapper, fp32_path, resolution.min_side, resolution.max_side, max_batch_size, opset)
@@ -104,7 +113,7 @@ def export_model(
                 p.unlink()
         else:
             graph.export_graph(wrapper, onnx_path, resolution.min_side, resolution.max_side, max_batch_size, opset)
-        external = any(p.name != repository.MODEL_FILE for p in tmp.iterdir() if not p.name.startswith("."))
+        external = any(p.name != layout.MODEL_FILE for p in tmp.iterdir() if not p.name.startswith("."))
         _log(f"[export {name}] 2/3 onnx.checker (full_check)", progress)
         _check(onnx_path)
         _log(f"[export {name}] 3/3 parity with PyTorch at {len(cases)} batch/resolution cases", progress)
@@ -112,14 +121,14 @@ def export_model(
         manifest = build_manifest(
             loaded=loaded, name=name, version=version, precision=precision, max_batch_size=max_batch_size,
             resolution=resolution, direction=direction, direction_layer=arch.depth - 1,
-            threshold_std=threshold_std, high_norm_factor=HIGH_NORM_FACTOR, parity=figures,
+            threshold_std=threshold_std, parity=figures, variant=variant,
             repair=repair_summary_of(repair_summary), opset=opset, external_data=external,
-            extra={"export_seconds": round(time.perf_counter() - started, 2)}, opset_imports=_opset_imports(onnx_path),
+            export_seconds=round(time.perf_counter() - started, 2), opset_imports=_opset_imports(onnx_path),
         )
-        write_json(tmp / repository.MANIFEST_FILE, manifest)
+        write_bytes(tmp / layout.MANIFEST_FILE, manifest.to_json().encode())
     kind = instance_kind or ("KIND_CPU" if precision == "int8" else "KIND_GPU")
     inputs, outputs = tensor_specs(arch.embed_dim, arch.num_register_tokens, precision)
-    write_bytes(model_dir / repository.CONFIG_FILE,
+    write_bytes(model_dir / layout.CONFIG_FILE,
                 config_pbtxt(name, inputs, outputs, max_batch_size, instance_kind=kind).encode())
     _log(f"[export {name}] wrote {version_dir} in {time.perf_counter() - started:.1f}s", progress)
     return version_dir

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import SinderError
 from ..model import IMAGENET_MEAN, IMAGENET_STD, DinoVisionTransformer
-from .wrapper import defect_diagnostics
+from ..defects.rule import diagnostics as defect_diagnostics
 
 FP32_MAX_ABS = 1e-4
 FP16_MIN_COSINE = 0.999

@@ -22,31 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..defects.rule import THRESHOLD_STD
+from ..defects.rule import diagnostics as defect_diagnostics
 from ..model import IMAGENET_MEAN, IMAGENET_STD, DinoVisionTransformer
 from ..model.layers import Block
 from .fused_ops import qkv_attention
-
-THRESHOLD_STD = 4.0  # the SINDER reference code's mask_thr
-
-
-def defect_diagnostics(
-    patch: torch.Tensor, direction: torch.Tensor, threshold_std: float = THRESHOLD_STD
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token norm, |cosine| to ``direction`` and the defect mask, for ``patch`` ``[B, N, C]``.
-
-    The mask is the paper's rule: |cos| above mean + k * std of the image's own |cos|
-    values (std with Bessel's correction, as ``Tensor.std`` in the reference code).
-    """
-    patch = patch.float()
-    norms = torch.linalg.vector_norm(patch, dim=-1)
-    unit = direction.float() / torch.linalg.vector_norm(direction.float())
-    # clamp: an all-zero token has no direction; call it unaligned rather than NaN
-    align = (patch @ unit).abs() / norms.clamp_min(1e-12)
-    mean = align.mean(dim=1, keepdim=True)
-    std = align.std(dim=1, keepdim=True)  # NaN for a single token: then nothing is flagged
-    mask = align > mean + threshold_std * std
-    return norms, align, mask
-
 
 class _InferenceBlock(nn.Module):
     """One transformer block on ``[B*N, C]`` tokens, LayerScale folded in."""

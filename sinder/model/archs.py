@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from contract.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported: the contract's)
+
 PATCH_SIZE = 14
 NATIVE_IMG_SIZE = 518  # 37 x 37 patches: the grid the position embedding was trained on
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("official", "hf", "antialias", "official_antialias")  # see pos_embed.MODES
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn.functional import normalize
 
+from ..defects import rule
 from .options import KERNELS, TEMPERATURE
 
 _GAUSSIANS = {
@@ -54,9 +54,9 @@ def _check_kernel(kernel: int) -> int:
 
 
 def defect_grid_mask(alignment: torch.Tensor, mask_thr: float, kernel: int) -> torch.Tensor:
-    """The reference mask on an ``[H, W]`` grid of |cosines|: above mean + thr·std, borders cleared."""
+    """The contract's mask on an ``[H, W]`` grid of |cosines| (statistics over the whole grid), borders cleared."""
     pad = _check_kernel(kernel)
-    mask = alignment > alignment.mean() + mask_thr * alignment.std()
+    mask = rule.defect_mask(alignment, mask_thr)
     if pad:
         mask[:pad, :] = False
         mask[-pad:, :] = False
@@ -88,7 +88,7 @@ def neighbour_targets(
 def neighbour_loss(
     tokens: torch.Tensor,
     direction: torch.Tensor,
-    mask_thr: float = 4.0,
+    mask_thr: float = rule.THRESHOLD_STD,
     kernel: int = 3,
     temperature: float = TEMPERATURE,
 ) -> NeighbourLoss | None:
@@ -100,7 +100,7 @@ def neighbour_loss(
     if h <= 2 * pad or w <= 2 * pad:
         return None  # no interior token has a full neighbourhood
     with torch.no_grad():
-        alignment = (normalize(tokens.detach(), dim=-1) * normalize(direction.to(tokens), dim=-1)).sum(-1).abs()
+        alignment = rule.token_alignment(tokens.detach(), direction.to(tokens))
         mask = defect_grid_mask(alignment, mask_thr, kernel)
         index = torch.nonzero(mask.flatten()).flatten()
         if index.numel() == 0:

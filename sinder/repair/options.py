@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from contract.defects import THRESHOLD_STD
+
 from ..errors import SinderError
 
 # Kept here, free of torch, so that building the CLI parser stays fast.
@@ -15,7 +17,7 @@ KERNELS = (3, 5)  # neighbourhoods the reference code has Gaussians for
 class RepairOptions:
     lr: float = 0.005
     momentum: float = 0.9
-    mask_threshold: float = 4.0  # reference `mask_thr`: defective when |cos| > mean + 4·std
+    mask_threshold: float = THRESHOLD_STD  # reference `mask_thr`: defective when |cos| > mean + 4·std
     kernel: int = 3  # neighbourhood of the neighbour loss (3 or 5)
     temperature: float = TEMPERATURE  # suppression of defect-aligned neighbours (hard-coded 0.1 in the reference)
     limit_layers: int = 10  # only this many blocks, ending at the loss layer, get gradients

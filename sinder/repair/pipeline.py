@@ -15,7 +15,7 @@ from ..model import LoadedModel
 from .evaluate import compare_models
 from .options import RepairOptions
 from .svd import apply_svd, fold_svd
-from .train import RepairTrainer, resume_path_for
+from .train import RepairTrainer, resume_path_for, training_preprocessing
 
 REPORT_NAME = "repair_report.json"
 RESUME_MODES = ("auto", "require", "never")
@@ -30,10 +30,10 @@ def _check_images(train_paths: Sequence[Path], heldout_paths: Sequence[Path]) ->
     if overlap:
         raise ImageError(f"held-out images are also training images: {', '.join(sorted(overlap)[:3])}")
     # Fail on an unreadable held-out image now, not after a long training run.
-    from ..images import load_pil
+    from ..images import check_readable
 
     for p in heldout_paths:
-        load_pil(p)
+        check_readable(p)
 
 
 def run_repair(
@@ -107,6 +107,7 @@ def run_repair(
         "images": {"train": len(train_paths), "held_out": len(heldout_paths),
                    "held_out_names": [p.name for p in heldout_paths]},
         "options": {**options.to_dict(), "measure_resolution": measure_res},
+        "training_preprocessing": training_preprocessing(options.resolution),
         "iterations": result.iterations,
         "optimizer_steps": result.steps,
         "stopped_by_rule": result.stopped_early,

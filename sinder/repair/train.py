@@ -51,14 +51,21 @@ def resume_path_for(out: Path) -> Path:
     return out.with_name(out.name + ".resume.pt")
 
 
-def load_train_image(path: Path, resolution: int) -> torch.Tensor:
-    """The reference's training crop: shorter side to ``resolution``, centre square, normalised."""
-    from ..images import load_pil, pil_to_tensor
+TRAINING_POLICY = "center_square"  # the reference's training crop (contract/preprocess.py)
 
-    im = load_pil(path)
-    side = min(im.width, im.height)
-    left, top = (im.width - side) // 2, (im.height - side) // 2
-    return pil_to_tensor(im.crop((left, top, left + side, top + side)), resolution)
+
+def load_train_image(path: Path, resolution: int) -> torch.Tensor:
+    """The reference's training crop: the centre square, its side to ``resolution``, normalised."""
+    from ..images import load_image
+
+    return load_image(path, resolution, policy=TRAINING_POLICY)
+
+
+def training_preprocessing(resolution: int) -> dict:
+    """How the training images were prepared, for the report and the repaired model's manifest."""
+    from ..images import image_rule
+
+    return image_rule(resolution).model_copy(update={"policy": TRAINING_POLICY}).model_dump()
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -2,13 +2,14 @@
 
 The graph takes uint8 NHWC RGB, normalises inside, average-pools each 14x14 patch, maps the
 3 colours to C channels with a fixed matrix (plus a bias), and computes the contract's
-diagnostics. A bright planted patch has tokens aligned with the "defect direction", so it
-comes out as the one defect token. ``python tests/service/tiny_repo.py DIR`` writes one.
+diagnostics (``contract/defects.py``: its constants, its sample std). A bright planted patch
+has tokens aligned with the "defect direction", so it comes out as the one defect token.
+The folders, ``config.pbtxt`` and ``manifest.json`` are written through the contract.
+``python tests/service/tiny_repo.py DIR`` writes one.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -16,9 +17,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from contract import defects, layout
+from contract.manifest import (SINDER, Architecture, Manifest, Preprocessing, Provenance, Variant, defect_block,
+                               tensor_specs)
+from contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Resize
+from contract.triton_config import config_pbtxt
+
 PATCH = 14
-MEAN = [0.485, 0.456, 0.406]
-STD = [0.229, 0.224, 0.225]
+MEAN = list(IMAGENET_MEAN)
+STD = list(IMAGENET_STD)
 
 
 def _weights(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -30,7 +37,7 @@ def _weights(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return weight, bias, (direction / np.linalg.norm(direction)).astype(np.float32)
 
 
-def build_graph(dim: int = 8, registers: int = 0, seed: int = 0, threshold_std: float = 4.0,
+def build_graph(dim: int = 8, registers: int = 0, seed: int = 0, threshold_std: float = defects.THRESHOLD_STD,
                 dtype: int = TensorProto.FLOAT) -> tuple[onnx.ModelProto, np.ndarray]:
     weight, bias, direction = _weights(dim, seed)
     init = [
@@ -41,8 +48,11 @@ def build_graph(dim: int = 8, registers: int = 0, seed: int = 0, threshold_std: 
         numpy_helper.from_array(bias, "bias"),
         numpy_helper.from_array(direction.reshape(dim, 1), "direction"),
         numpy_helper.from_array(np.float32(threshold_std), "k"),
-        numpy_helper.from_array(np.float32(1e-6), "eps"),
+        numpy_helper.from_array(np.float32(defects.NORM_EPS), "eps"),
+        numpy_helper.from_array(np.float32(1.0), "one"),
+        numpy_helper.from_array(np.float32(defects.STD_DDOF), "ddof"),
         numpy_helper.from_array(np.array([3], np.int64), "axis3"),
+        numpy_helper.from_array(np.array([1, 2], np.int64), "axes12"),
     ]
     n = helper.make_node
     nodes = [
@@ -59,12 +69,18 @@ def build_graph(dim: int = 8, registers: int = 0, seed: int = 0, threshold_std: 
         n("MatMul", ["tokens", "direction"], ["dot4"]),
         n("Squeeze", ["dot4", "axis3"], ["dot"]),
         n("Abs", ["dot"], ["absdot"]),
-        n("Add", ["token_norms", "eps"], ["norms_eps"]),
+        n("Max", ["token_norms", "eps"], ["norms_eps"]),
         n("Div", ["absdot", "norms_eps"], ["defect_alignment"]),
         n("ReduceMean", ["defect_alignment"], ["a_mean"], axes=[1, 2], keepdims=1),
         n("Sub", ["defect_alignment", "a_mean"], ["a_dev"]),
         n("Mul", ["a_dev", "a_dev"], ["a_dev2"]),
-        n("ReduceMean", ["a_dev2"], ["a_var"], axes=[1, 2], keepdims=1),
+        # the contract's sample variance: sum of squares / (tokens - ddof)
+        n("Shape", ["defect_alignment"], ["a_shape"]),
+        n("Expand", ["one", "a_shape"], ["a_ones"]),
+        n("ReduceSum", ["a_ones", "axes12"], ["a_count"], keepdims=1),
+        n("Sub", ["a_count", "ddof"], ["a_dof"]),
+        n("ReduceSum", ["a_dev2", "axes12"], ["a_ss"], keepdims=1),
+        n("Div", ["a_ss", "a_dof"], ["a_var"]),
         n("Sqrt", ["a_var"], ["a_std"]),
         n("Mul", ["a_std", "k"], ["a_kstd"]),
         n("Add", ["a_mean", "a_kstd"], ["a_thr"]),
@@ -99,56 +115,47 @@ def build_graph(dim: int = 8, registers: int = 0, seed: int = 0, threshold_std: 
     return model, direction
 
 
-CONFIG = """name: "{name}"
-platform: "onnxruntime_onnx"
-max_batch_size: {max_batch}
-input [ {{ name: "images" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] }} ]
-dynamic_batching {{ max_queue_delay_microseconds: 5000 }}
-instance_group [ {{ kind: KIND_AUTO count: 1 }} ]
-"""
-
-
 def write_model(repo: Path, name: str, version: int = 1, *, dim: int = 8, registers: int = 0, seed: int = 0,
                 repair: dict | None = None, max_batch: int = 16, short_side: int = 56, max_side: int = 224,
-                fp16: bool = False) -> Path:
+                fp16: bool = False, variant: Variant | None = None) -> Path:
     model, direction = build_graph(dim, registers, seed, dtype=TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT)
-    folder = repo / name / str(version)
+    folder = layout.version_dir(repo, name, version)
     folder.mkdir(parents=True, exist_ok=True)
-    (repo / name / "config.pbtxt").write_text(CONFIG.format(name=name, max_batch=max_batch))
-    onnx.save(model, str(folder / "model.onnx"))
-    manifest = {
-        "format_version": 1, "name": name, "version": version, "synthetic": True,
-        "description": "tiny test model: average-pooled patches through a fixed matrix",
-        "architecture": {"arch": "tiny", "patch_size": PATCH, "embed_dim": dim, "depth": 1, "num_heads": 1,
-                         "num_register_tokens": registers, "ffn": "none", "interpolation": "official"},
-        "precision": "fp16" if fp16 else "fp32",
-        "max_batch_size": max_batch,
-        "preprocessing": {"layout": "NHWC", "dtype": "uint8", "color": "RGB", "normalization_in_graph": True,
-                          "mean": MEAN, "std": STD,
-                          "resize": {"policy": "keep_aspect", "short_side": short_side, "multiple_of": PATCH,
-                                     "min_side": 28, "max_side": max_side, "max_pixels": max_side * max_side}},
-        "inputs": [{"name": "images", "dtype": "uint8", "shape": [-1, -1, -1, 3]}],
-        "outputs": [{"name": o.name, "shape": [-1] * 2} for o in model.graph.output],
-        "defect": {"layer": 0, "direction": direction.tolist(), "threshold_std": 4.0,
-                   "rule": "defect_mask = |cos(token, direction)| > mean + 4 * std", "high_norm_factor": 4.0},
-        "provenance": {"source_checkpoint": "none", "sha256": "0" * 64, "source_format": "test",
-                       "tool_version": "test", "exported_at": "2026-01-01T00:00:00Z"},
-        "parity": {"fp32_max_abs": {"patch_tokens": 0.0, "cls_token": 0.0}, "cases": []},
-        "repair": repair,
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    precision = "fp16" if fp16 else "fp32"
+    inputs, outputs = tensor_specs(dim, registers, precision)
+    (repo / name / layout.CONFIG_FILE).write_text(config_pbtxt(name, inputs, outputs, max_batch, instance_kind="KIND_AUTO"))
+    onnx.save(model, str(folder / layout.MODEL_FILE))
+    manifest = Manifest(
+        name=name, version=version, synthetic=True,
+        description="tiny test model: average-pooled patches through a fixed matrix",
+        architecture=Architecture(arch="tiny", patch_size=PATCH, embed_dim=dim, depth=1, num_heads=1,
+                                  num_register_tokens=registers, ffn="none"),
+        precision=precision, max_batch_size=max_batch,
+        preprocessing=Preprocessing(resize=Resize(short_side=short_side, multiple_of=PATCH, min_side=28,
+                                                  max_side=max_side, max_pixels=max_side * max_side)),
+        inputs=inputs, outputs=outputs,
+        defect=defect_block(direction.tolist(), 0),
+        variant=variant or Variant(),
+        provenance=Provenance(source_checkpoint="none", sha256="0" * 64, source_format="test", tool="tiny_repo",
+                              tool_version="test", exported_at="2026-01-01T00:00:00Z"),
+        parity={"fp32_max_abs": {"patch_tokens": 0.0, "cls_token": 0.0}, "cases": []},
+        repair=repair,
+    )
+    (folder / layout.MANIFEST_FILE).write_text(manifest.to_json())
     return folder
 
 
 def write_repo(repo: Path) -> Path:
-    """``tiny`` and its repaired pair ``tiny_sinder``, ``tiny_reg`` (2 registers), and a non-model ``reports/``."""
+    """``tiny`` and its repaired variant ``tiny_sinder``, ``tiny_reg`` (2 registers); ``tiny/reports/`` as a build leaves it."""
     repo.mkdir(parents=True, exist_ok=True)
     write_model(repo, "tiny", 1)
     write_model(repo, "tiny_sinder", 1, seed=1, repair={"before": {"defect_fraction": 0.02}, "after": {"defect_fraction": 0.0},
-                                                        "fidelity": 0.99, "iterations": 10, "seconds": 1.0})
+                                                        "fidelity": 0.99, "iterations": 10, "seconds": 1.0},
+                variant=Variant(kind=SINDER, of="tiny"))
     write_model(repo, "tiny_reg", 1, registers=2)
-    (repo / "reports").mkdir(exist_ok=True)
-    (repo / "reports" / "analysis.json").write_text("{}")
+    reports = layout.reports_dir(repo, "tiny")
+    reports.mkdir(exist_ok=True)
+    (reports / "analysis.json").write_text("{}")
     return repo
 
 

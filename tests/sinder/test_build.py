@@ -18,6 +18,9 @@ import sinder.checkpoints
 import sinder.export
 import sinder.repair
 from sinder import build
+from contract import layout
+from contract.manifest import Architecture, Manifest, Provenance, Variant, defect_block, tensor_specs
+from contract.triton_config import config_pbtxt
 from sinder.atomic import atomic_dir, write_json
 from sinder.errors import SinderError
 
@@ -39,12 +42,20 @@ def images(tmp_path):
 def stubs(monkeypatch):
     calls = {"export": [], "repair": 0, "analysis": [], "load": 0}
 
-    def export_model(loaded, model_repo, name, version=None, repair_summary=None, overwrite=False, **kw):
+    def export_model(loaded, model_repo, name, version=None, repair_summary=None, overwrite=False,
+                     variant=None, **kw):
         out = Path(model_repo) / name / str(version)
         calls["export"].append(name)
+        inputs, outputs = tensor_specs(4, 0, "fp32")
+        manifest = Manifest(
+            name=name, version=version, precision="fp32", max_batch_size=1, inputs=inputs, outputs=outputs,
+            architecture=Architecture(arch="stub", patch_size=14, embed_dim=4, depth=1, num_heads=1),
+            defect=defect_block([1.0, 0, 0, 0], 0), variant=variant or Variant(), repair=repair_summary,
+            provenance=Provenance(sha256=loaded.sha256, tool_version="test"))
         with atomic_dir(out, overwrite=overwrite) as tmp:
             (tmp / "model.onnx").write_bytes(b"onnx")
-            write_json(tmp / "manifest.json", {"provenance": {"sha256": loaded.sha256}, "repair": repair_summary})
+            (tmp / "manifest.json").write_text(manifest.to_json())
+        (out.parent / "config.pbtxt").write_text(config_pbtxt(name, inputs, outputs, 1))
         return out
 
     def run_repair(loaded, train, held, out, options=None, progress=True):
@@ -80,11 +91,12 @@ def test_build_fills_the_layout_then_reuses_it(tmp_path, images, stubs, capsys):
     assert summary["complete"] and all(s["status"] == "built" for s in summary["steps"])
     assert stubs["export"] == ["demo", "demo_sinder"] and stubs["repair"] == 1 and stubs["analysis"] == [False, True]
     assert (repo / "demo" / "1" / "manifest.json").is_file() and (repo / "demo_sinder" / "1" / "model.onnx").is_file()
-    assert (repo / "reports" / "demo" / "analysis" / "analysis.json").is_file()
-    assert (repo / "reports" / "demo_sinder" / "analysis" / "analysis.json").is_file()
-    assert (repo / "reports" / "demo_sinder" / "repair_report.json").is_file()
-    assert json.loads((repo / "demo_sinder" / "1" / "manifest.json").read_text())["repair"]["before"] == {}
-    assert not (repo / "reports" / "config.pbtxt").exists()  # reports is not a model folder
+    assert (repo / "demo" / "reports" / "analysis" / "analysis.json").is_file()
+    assert (repo / "demo_sinder" / "reports" / "analysis" / "analysis.json").is_file()
+    assert (repo / "demo_sinder" / "reports" / "repair_report.json").is_file()
+    repaired = json.loads((repo / "demo_sinder" / "1" / "manifest.json").read_text())
+    assert repaired["repair"]["before"] == {} and repaired["variant"] == {"kind": "sinder", "of": "demo"}
+    assert layout.triton_problems(repo) == []  # only model folders at the top; reports are not versions
     assert "export demo v1" in capsys.readouterr().err
 
     again = build.build(build.BuildPlan(repo, "demo", images=images), tiny_loaded())
@@ -92,7 +104,7 @@ def test_build_fills_the_layout_then_reuses_it(tmp_path, images, stubs, capsys):
     assert stubs["export"] == ["demo", "demo_sinder"] and stubs["repair"] == 1 and len(stubs["analysis"]) == 2
     assert stubs["load"] == 0  # nothing needed the repaired model
     assert "reusing" in capsys.readouterr().err
-    assert json.loads((repo / "reports" / "demo" / "build.json").read_text())["complete"]
+    assert json.loads((repo / "demo" / "reports" / "build.json").read_text())["complete"]
 
 
 def test_build_redoes_only_what_is_missing(tmp_path, images, stubs):
@@ -162,7 +174,7 @@ def test_build_cli_for_a_checkpoint(tmp_path, images, stubs):
             "--resolution", "224"]
     assert main(args) == 0
     assert (repo / "mine" / "1").is_dir() and (repo / "mine_sinder" / "1").is_dir()
-    assert (repo / "reports" / "mine_sinder" / "repair_report.json").is_file()
+    assert (repo / "mine_sinder" / "reports" / "repair_report.json").is_file()
 
 
 @pytest.mark.parametrize("args, needle", [

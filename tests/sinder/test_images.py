@@ -53,9 +53,9 @@ def test_load_image_shorter_side_and_patch_multiples(tmp_path, size, expected):
     assert x.dtype == torch.float32
 
 
-def test_load_image_crops_down_to_patch_multiple(tmp_path):
-    x = load_image(_save(tmp_path / "i.png", size=(100, 100)), resolution=230)
-    assert x.shape == (3, 224, 224)  # 230 // 14 * 14
+def test_load_image_rounds_to_the_nearest_patch_multiple_as_the_service_does(tmp_path):
+    x = load_image(_save(tmp_path / "i.png", size=(100, 100)), resolution=236)
+    assert x.shape == (3, 238, 238)  # 236 / 14 = 16.9 -> 17 patches (contract.preprocess.Resize)
 
 
 def test_load_image_normalises_with_imagenet_stats(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from contract.manifest import Manifest
+
 from service.api.deps import get_service, require_api_key
 from service.api.errors import error_responses
 from service.api.schemas import DefectStats, ModelDetail, ModelList, ModelSummary, parse_model_ref
@@ -15,29 +17,28 @@ router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 
 
 def _summary(entry: ModelVersion, default: str | None) -> ModelSummary:
-    m = entry.manifest
-    arch = m.get("architecture") if isinstance(m.get("architecture"), dict) else {}
+    m = entry.manifest  # None until the version has loaded (or when it failed to)
     return ModelSummary(
         name=entry.name, version=entry.version, state=entry.state, error=entry.error, provider=entry.provider,
-        default=entry.name == default, synthetic=m.get("synthetic") if isinstance(m.get("synthetic"), bool) else None,
-        repaired=bool(m.get("repair")) if m else None, patch_size=arch.get("patch_size"),
-        embed_dim=arch.get("embed_dim") if isinstance(arch.get("embed_dim"), int) else None,
-        description=m.get("description") if isinstance(m.get("description"), str) else None,
+        default=entry.name == default, synthetic=m.synthetic if m else None,
+        repaired=bool(m.repair) if m else None, patch_size=m.architecture.patch_size if m else None,
+        embed_dim=m.architecture.embed_dim if m else None, description=m.description if m else None,
     )
 
 
-def _defect_rule(manifest: dict) -> dict | None:
-    defect = manifest.get("defect")
-    if not isinstance(defect, dict):
+def _defect_rule(manifest: Manifest | None) -> dict | None:
+    if manifest is None:
         return None
-    out = {k: v for k, v in defect.items() if k != "direction"}
-    if isinstance(defect.get("direction"), list):
-        out["direction_dim"] = len(defect["direction"])
+    out = manifest.defect.model_dump(exclude={"direction"})
+    out["direction_dim"] = len(manifest.defect.direction)
     return out
 
 
-def _dict_or_none(value):
-    return value if isinstance(value, dict) else None
+def _dump(manifest: Manifest | None, field: str) -> dict | None:
+    if manifest is None:
+        return None
+    value = getattr(manifest, field)
+    return value.model_dump() if hasattr(value, "model_dump") else value
 
 
 @router.get("/models", response_model=ModelList, summary="Every model version and its state",
@@ -73,16 +74,16 @@ async def model_detail(name: str, service: FeatureService = Depends(get_service)
     return ModelDetail(
         **_summary(entry, default).model_dump(),
         versions=[_summary(e, default) for e in candidates],
-        architecture=_dict_or_none(m.get("architecture")),
-        precision=m.get("precision") if isinstance(m.get("precision"), str) else None,
-        preprocessing=_dict_or_none(m.get("preprocessing")),
+        architecture=_dump(m, "architecture"),
+        precision=m.precision if m else None,
+        preprocessing=_dump(m, "preprocessing"),
         max_batch_size=entry.batcher.max_batch_size if entry.batcher else None,
         outputs=[{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in entry.backend.outputs] if entry.backend else [],
         defect=_defect_rule(m),
         defect_stats=DefectStats(images=stats.images, mean_defect_fraction=stats.mean_defect_fraction),
-        repair=_dict_or_none(m.get("repair")),
-        provenance=_dict_or_none(m.get("provenance")),
-        parity=_dict_or_none(m.get("parity")),
+        repair=_dump(m, "repair"),
+        provenance=_dump(m, "provenance"),
+        parity=_dump(m, "parity"),
         queue_depth=entry.batcher.depth if entry.batcher else None,
         load_seconds=entry.load_seconds,
     )

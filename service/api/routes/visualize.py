@@ -32,8 +32,9 @@ _BODY = {
         "Returns a PNG with one row per model: the image at the model's input size, the heat map of last-block "
         "token norms (each row on its own colour scale, with its colour bar) with defective tokens outlined in cyan "
         "on it and on the image, and the first three principal components of the patch tokens as RGB; a legend "
-        "below says how to read them (and that PCA colours of synthetic weights carry no meaning). When both `X` "
-        "and `X_sinder` are loaded (or the manifest links them), the original comes first and the repaired model second."
+        "below says how to read them (and that PCA colours of synthetic weights carry no meaning). When a model's "
+        "original and its SINDER-repaired variant are both loaded (linked by the manifests' `variant` field), the "
+        "original comes first and the repaired model second."
     ),
     response_class=Response,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},

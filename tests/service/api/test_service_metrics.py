@@ -34,3 +34,10 @@ def test_metrics_after_traffic(make_client):
     unmatched = client.get("/no/such/path")
     assert unmatched.status_code == 404
     assert 'route="unmatched"' in client.get("/metrics").text
+
+
+def test_the_ready_gauge_is_computed_when_scraped_not_when_readiness_is_asked(make_client):
+    client = make_client(models=["tiny"])
+    assert "sinder_ready 1.0" in client.get("/metrics").text
+    client.app.state.service.begin_draining()  # no /health/ready call in between
+    assert "sinder_ready 0.0" in client.get("/metrics").text

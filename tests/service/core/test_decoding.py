@@ -19,7 +19,7 @@ from service.core.registry import ModelVersion
 
 
 def model(tmp_path: Path) -> ModelVersion:
-    return ModelVersion("m", 1, tmp_path, state="ready", resize=ResizeRule.from_manifest({"short_side": 28}, 14))
+    return ModelVersion("m", 1, tmp_path, state="ready", resize=ResizeRule(short_side=28, multiple_of=14, min_side=14))
 
 
 def test_images_come_back_at_the_model_size_in_order_and_the_rate_is_measured(tmp_path):

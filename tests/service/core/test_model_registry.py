@@ -34,17 +34,28 @@ def test_a_configured_model_missing_from_the_repo_is_listed_failed(tmp_path):
     assert ghost.state == "failed" and "ghost" in ghost.error
 
 
-def test_manifest_needs_a_patch_size_and_consistent_resize(tmp_path):
-    path = tmp_path / "manifest.json"
+def test_a_bad_manifest_names_the_file_and_the_field(tmp_path):
+    folder = tiny_repo.write_model(tmp_path, "a", 1)
+    path = folder / "manifest.json"
+    good = json.loads(path.read_text())
+    assert parse_manifest(path).architecture.patch_size == 14
     path.write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
         parse_manifest(path)
-    path.write_text(json.dumps({"architecture": {}}))
-    with pytest.raises(ManifestError, match="patch_size"):
-        parse_manifest(path)
-    path.write_text(json.dumps({"architecture": {"patch_size": 14}, "preprocessing": {"resize": {"multiple_of": 10}}}))
-    with pytest.raises(ManifestError, match="inconsistent"):
-        parse_manifest(path)
+    cases = [
+        (lambda m: m["architecture"].pop("patch_size"), "architecture.patch_size: Field required"),
+        (lambda m: m["defect"].update(threshold_std=-1), "defect.threshold_std"),
+        (lambda m: m["preprocessing"]["resize"].update(multiple_of=10), "multiple_of 10 is not a multiple"),
+        (lambda m: m["defect"].update(direction=[1.0]), "defect.direction has 1 values"),
+        (lambda m: m.update(colour="red"), "colour: Extra inputs are not permitted"),
+    ]
+    for damage, message in cases:
+        broken = json.loads(json.dumps(good))
+        damage(broken)
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ManifestError, match=message) as info:
+            parse_manifest(path)
+        assert str(path) in str(info.value)
     with pytest.raises(ManifestError, match="missing"):
         parse_manifest(tmp_path / "nope.json")
 

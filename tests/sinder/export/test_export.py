@@ -10,7 +10,7 @@ import torch
 from export_helpers import SMALL_CASES, tiny_loaded, unit_direction
 
 from sinder.errors import SinderError
-from sinder.export import export_model, next_version, parity, versions
+from sinder.export import Resolution, export_model, next_version, parity, versions
 from sinder.export.parity import parity_images, reference_outputs
 
 
@@ -117,7 +117,8 @@ def test_failed_parity_fails_the_export_and_writes_nothing(tmp_path, tiny, fast_
 
 @pytest.mark.parametrize("bad, match", [
     (dict(name="a/b"), "model name"),
-    (dict(name="reports"), "model name"),
+    (dict(name=".hidden"), "model name"),
+    (dict(resolution=Resolution(short_side=230, max_side=1036)), "multiple of the patch size"),
     (dict(precision="int4"), "precision"),
     (dict(version=0), "version"),
     (dict(direction=torch.zeros(64)), "non-zero"),

@@ -2,15 +2,15 @@ import re
 
 import pytest
 
-from sinder.export.manifest import tensor_specs
-from sinder.export.triton import config_pbtxt
+from contract.manifest import tensor_specs
+from contract.triton_config import config_pbtxt
 
 
 def test_config_lists_every_tensor_without_the_batch_dim():
     inputs, outputs = tensor_specs(384, 4, "fp16")
     text = config_pbtxt("m", inputs, outputs, max_batch_size=8, instance_kind="KIND_CPU", max_queue_delay_us=1500)
     names = re.findall(r'^\s*name: "([a-z_]+)"$', text, flags=re.M)
-    assert names == ["m"] + [t["name"] for t in inputs + outputs]
+    assert names == ["m"] + [t.name for t in inputs + outputs]
     assert 'name: "register_tokens"' in text and "dims: [ 4, 384 ]" in text
     assert "dims: [ -1, -1, 3 ]" in text and "dims: [ 384 ]" in text
     assert "max_queue_delay_microseconds: 1500" in text and "preferred_batch_size: [ 4, 8 ]" in text
