@@ -10,7 +10,7 @@ import sys
 from . import __version__
 from .errors import SinderError
 
-COMMANDS = ("directions", "analyze", "repair", "export", "build")
+COMMANDS = ("directions", "analyze", "repair", "registers", "export", "build")
 
 
 def build_parser() -> argparse.ArgumentParser:

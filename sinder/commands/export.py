@@ -39,6 +39,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "23: standard operators only, needs onnxruntime >= 1.22)")
     parser.add_argument("--instance-kind", choices=("KIND_GPU", "KIND_CPU"),
                         help="Triton instance_group kind (default: KIND_GPU, KIND_CPU for int8)")
+    parser.add_argument("--registers", type=Path, metavar="JSON",
+                        help="a `sinder registers` report: export the model with its test-time register "
+                             "(the extra token and the neuron edit in the graph; name it NAME_ttr by convention)")
     parser.add_argument("--repair-report", type=Path, metavar="JSON",
                         help="repair_report.json of this checkpoint (default: the one beside --checkpoint, if any)")
     parser.set_defaults(func=run)
@@ -58,6 +61,16 @@ def _repair_report(args) -> dict | None:
         raise SinderError(f"cannot read repair report {path}: {exc}") from exc
 
 
+def _with_registers(loaded, args, common: dict):
+    """``loaded``, or with ``--registers`` the model with its test-time register."""
+    if args.registers is None:
+        return loaded
+    from ..registers.report import neurons_of, read_report, registers_model
+
+    registers = read_report(args.registers)
+    return registers_model(loaded, neurons_of(registers, args.registers))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..export import export_model
     from ..export.graph import DEFAULT_OPSET
@@ -68,12 +81,13 @@ def run(args: argparse.Namespace) -> int:
                   opset=args.opset or DEFAULT_OPSET)
     from ..export.api import default_direction
 
-    direction = default_direction(loaded)  # computed once for both variants
-    out = export_model(loaded, args.model_repo, args.name, version=args.version, precision=args.precision,
+    variant = _with_registers(loaded, args, common)  # checked before the slow direction
+    direction = default_direction(loaded)  # the original model's, computed once for every variant
+    out = export_model(variant, args.model_repo, args.name, version=args.version, precision=args.precision,
                        direction=direction, instance_kind=args.instance_kind, **common)
     print(out)
     if args.int8:
-        out8 = export_model(loaded, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
+        out8 = export_model(variant, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
                             direction=direction, instance_kind=args.instance_kind or "KIND_CPU", **common)
         print(out8)
     return 0

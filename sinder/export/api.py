@@ -99,7 +99,12 @@ def export_model(
     cases = parity_cases or parity.default_cases(arch.patch_size, resolution.min_side, resolution.max_side,
                                                  resolution.short_side)
     graph_precision = "fp16" if precision == "fp16" else "fp32"
-    wrapper = ExportWrapper(model, direction, precision=graph_precision, threshold_std=threshold_std)
+    # a model that computes more than the plain ViT (test-time registers) brings its own graph
+    make_wrapper = getattr(model, "export_wrapper", None)
+    if make_wrapper is not None:
+        wrapper = make_wrapper(direction, precision=graph_precision, threshold_std=threshold_std)
+    else:
+        wrapper = ExportWrapper(model, direction, precision=graph_precision, threshold_std=threshold_std)
     started = time.perf_counter()
     with atomic_dir(version_dir, overwrite=overwrite) as tmp:
         _log(f"[export {name}] 1/3 tracing {arch.name} to ONNX ({graph_precision}, opset {opset})", progress)

@@ -65,14 +65,16 @@ class _InferenceBlock(nn.Module):
         out = torch.softmax(logits.float(), dim=-1).to(self.dtype) @ v
         return self.proj(out.transpose(1, 2).reshape(-1, c))
 
-    def ffn(self, h: torch.Tensor) -> torch.Tensor:
+    def ffn_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """The FFN's activation after its non-linearity (test-time registers edit it here)."""
         h = self.fc1(h)
         if self.swiglu:
             x1, x2 = h.chunk(2, dim=-1)
-            h = F.silu(x1) * x2
-        else:
-            h = F.gelu(h)
-        return self.fc2(h)
+            return F.silu(x1) * x2
+        return F.gelu(h)
+
+    def ffn(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.ffn_hidden(h))
 
     def forward(self, x: torch.Tensor, b) -> torch.Tensor:
         x = x + self.attention(self.norm1(x).to(self.dtype), b).float()
@@ -151,15 +153,21 @@ class ExportWrapper(nn.Module):
         x = images.permute(0, 3, 1, 2).to(torch.float32)
         return x * self.scale + self.shift
 
-    def forward(self, images: torch.Tensor):
-        b, h, w = images.shape[0], images.shape[1], images.shape[2]
-        gh, gw = h // self.patch_size, w // self.patch_size
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The last block's tokens ``[B, 1+R+h*w, C]`` (float32, before the final norm)."""
+        b = images.shape[0]
         x = self.model.prepare_tokens(self.normalise(images)).float()
         c = x.shape[-1]
         x = x.reshape(-1, c)
         for blk in self.blocks:
             x = blk(x, b)
-        x = x.reshape(b, -1, c)
+        return x.reshape(b, -1, c)
+
+    def forward(self, images: torch.Tensor):
+        b, h, w = images.shape[0], images.shape[1], images.shape[2]
+        gh, gw = h // self.patch_size, w // self.patch_size
+        x = self.encode(images)
+        c = x.shape[-1]
         r = self.num_register_tokens
         normed = self.norm(x).to(self.dtype)
         outs = [normed[:, 0], normed[:, 1 + r :].reshape(b, gh, gw, c)]

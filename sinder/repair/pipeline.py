@@ -66,7 +66,7 @@ def run_repair(
         raise SinderError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
     if not os.access(out.parent, os.W_OK):
         raise SinderError(f"output folder {out.parent} is not writable")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
 
     from ..defects.directions import directions_of, predict_directions
 
@@ -115,6 +115,7 @@ def run_repair(
         "loss_layers": {str(k): v for k, v in sorted(result.loss_layers.items())},
         "resumed_from_iteration": resumed_from,
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu_started,  # every thread of this process (this run only)
         "train_seconds": result.seconds,
         **evaluation,
     }
