@@ -259,9 +259,9 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
         "directions": [{k: v for k, v in row.items() if k != "direction"} for row in summary],
     }
     if synthetic:
-        from .demo import DEMO_NOTE
+        from .demo import demo_note
 
-        report["note"] = f"SYNTHETIC: {DEMO_NOTE}"
+        report["note"] = f"SYNTHETIC: {demo_note(loaded.source)}"
     if after is not None:
         report["repaired"] = {
             "model": _model_info(repaired),

@@ -28,10 +28,11 @@ from contract.errors import ManifestError
 from contract.manifest import ORIGINAL, SINDER, Variant, read_manifest
 
 from .atomic import atomic_dir, write_json
+from .demo_kinds import DEMO_NAMES
 from .errors import SinderError
 from .model import LoadedModel
 
-DEMO_NAME = "dinov2_demo"
+DEMO_NAME = DEMO_NAMES["planted"]
 REPAIRED_SUFFIX = "_sinder"
 VERSION = 1
 DEMO_RESOLUTION = 224
@@ -211,11 +212,16 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
     return _Repaired(plan, loaded, None, json.loads(plan.repair_report.read_text()))
 
 
-def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    from .demo import load_demo
+def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True,
+               kind: str = "planted") -> dict:
+    """Build the demo model of ``kind`` as ``DEMO_NAMES[kind]`` and its repair."""
+    from . import demo
 
-    plan = BuildPlan(Path(model_repo), DEMO_NAME, force=force, progress=progress)
-    loaded = load_demo(seed=seed)
+    if kind not in DEMO_NAMES:
+        raise SinderError(f"demo kind must be one of {', '.join(DEMO_NAMES)}, got {kind!r}")
+    name = DEMO_NAMES[kind]
+    plan = BuildPlan(Path(model_repo), name, force=force, progress=progress)
+    loaded = demo.load_demo(seed=seed) if kind == "planted" else demo.load_demo_kind(kind, seed=seed)
     if not force and _demo_complete(plan):
         try:
             found = read_manifest(plan.version_dir(plan.name) / layout.MANIFEST_FILE).provenance.sha256
@@ -227,7 +233,7 @@ def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: b
                        f"{loaded.sha256[:12]}...); rebuilding everything")
             plan.force = True
         else:
-            _say(plan, f"{DEMO_NAME} and {plan.repaired_name} v{VERSION} are complete in {plan.model_repo}; "
+            _say(plan, f"{name} and {plan.repaired_name} v{VERSION} are complete in {plan.model_repo}; "
                        "checking them (use --force to rebuild)")
     return build(plan, loaded)
 

@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
         "layers": rows,
     }
     if loaded.synthetic:
-        from ..demo import DEMO_NOTE
+        from ..demo import demo_note
 
-        doc["note"] = f"SYNTHETIC: {DEMO_NOTE}"
+        doc["note"] = f"SYNTHETIC: {demo_note(loaded.source)}"
     if args.out is not None:
         write_json(args.out, doc)
         print(f"wrote {args.out}", file=sys.stderr)

@@ -164,6 +164,20 @@ def test_build_demo_rebuilds_when_the_demo_weights_change(tmp_path, images, stub
     assert "differs" in capsys.readouterr().err
 
 
+def test_build_cli_demo_entangled_builds_its_own_names(tmp_path, images, stubs, monkeypatch):
+    import sinder.demo
+    import sinder.images
+    from sinder.cli import main
+
+    monkeypatch.setattr(sinder.images, "demo_images_dir", lambda *a, **k: images)
+    kinds = []
+    monkeypatch.setattr(sinder.demo, "load_demo_kind", lambda kind, seed=0: kinds.append(kind) or tiny_loaded())
+    repo = tmp_path / "repo"
+    assert main(["build", "--demo", "entangled", "--model-repo", str(repo)]) == 0
+    assert kinds == ["entangled"]
+    assert (repo / "dinov2_demo_entangled" / "1").is_dir() and (repo / "dinov2_demo_entangled_sinder" / "1").is_dir()
+
+
 def test_build_cli_for_a_checkpoint(tmp_path, images, stubs):
     from sinder.cli import main
 
