@@ -58,7 +58,7 @@ def stubs(monkeypatch):
         (out.parent / "config.pbtxt").write_text(config_pbtxt(name, inputs, outputs, 1))
         return out
 
-    def run_repair(loaded, train, held, out, options=None, progress=True):
+    def run_repair(loaded, train, held, out, options=None, progress=True, **kw):
         calls["repair"] += 1
         assert not set(train) & set(held) and options.resolution == build.DEMO_RESOLUTION
         torch.save(loaded.model.state_dict(), out)
@@ -68,7 +68,7 @@ def stubs(monkeypatch):
         repaired.sha256 = "f" * 64
         return repaired, report
 
-    def run_analysis(loaded, paths, out_dir, resolution=224, repaired=None, progress=True):
+    def run_analysis(loaded, paths, out_dir, resolution=224, repaired=None, progress=True, **kw):
         calls["analysis"].append(repaired is not None)
         write_json(Path(out_dir) / "analysis.json", {"images": len(paths)})
         return {}
