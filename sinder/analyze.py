@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .atomic import atomic_dir, write_json, write_with
+from .atomic import atomic_dir, write_bytes, write_json, write_with
 from .defects.directions import directions_of
 from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, defect_mask, measure_layers
 from .errors import ImageError, SinderError
@@ -56,97 +56,24 @@ def _safe_stem(path: Path, used: set[str]) -> str:
     return name
 
 
-def _pca_rgb(tokens: torch.Tensor) -> np.ndarray:
-    """``[h, w, C]`` tokens -> ``[h, w, 3]`` in [0, 1]: the first three principal components, each
-    stretched over its 1st-99th percentile (as the service's /visualize does)."""
-    h, w, c = tokens.shape
-    x = tokens.reshape(-1, c).double()
-    x = x - x.mean(dim=0, keepdim=True)
-    k = min(3, x.shape[0], c)
-    _, _, vh = torch.linalg.svd(x, full_matrices=False)
-    proj = (x @ vh[:k].T).numpy()
-    if k < 3:
-        proj = np.pad(proj, ((0, 0), (0, 3 - k)))
-    lo, hi = np.percentile(proj, 1, axis=0), np.percentile(proj, 99, axis=0)
-    proj = np.clip((proj - lo) / np.where(hi - lo > 1e-12, hi - lo, 1.0), 0, 1)
-    return proj.reshape(h, w, 3).astype(np.float32)
-
-
 def _title(text: str, synthetic: bool) -> str:
     return f"{text} ({SYNTHETIC_LABEL})" if synthetic else text
 
 
-# The legend of the per-image pictures; the service's /visualize draws the same layout with the
-# same words (service/core/visualize.py, with Pillow): change both together.
-PICTURE_LEGEND = (
-    "Left: the image as the model saw it (resized to its input size).",
-    "Middle: the norm of each patch token after the last block, on the row's own colour scale (the bar beside it "
-    "gives the values), so a repaired model's map is not dark just because the original's defects are large.",
-    "Cyan boxes, on the image too: the tokens the defect rule flags, |cos| to the defect direction > mean + "
-    f"{DEFAULT_MASK_THRESHOLD:g} std of the image's tokens (the SINDER paper's mask).",
-    "Right: the first three principal components of the row's patch tokens as red, green and blue (each stretched "
-    "over its 1st-99th percentile). A colour means nothing by itself and is not comparable between rows; patches "
-    "of similar colour have similar features.",
-)
-SYNTHETIC_PICTURE_NOTE = ("SYNTHETIC demo weights: generated, not trained, so the PCA colours carry no meaning at "
-                          "all and the norm maps show the defects planted in them.")
-_DEFECT_COLOUR = "cyan"
+def _image_picture(image: torch.Tensor, rows: list[tuple[str, torch.Tensor]], title: str,
+                   direction: torch.Tensor, synthetic: bool = False) -> bytes:
+    """PNG of one image, one row per model, drawn by the contract's renderer: the picture the
+    service's /visualize draws (image | token norms on the row's own scale, defects outlined | PCA)."""
+    from contract import pictures
 
-
-def _outline(ax, mask: np.ndarray, scale: float = 1.0) -> None:
-    from matplotlib.patches import Rectangle
-
-    for y, x in zip(*np.nonzero(mask)):
-        ax.add_patch(Rectangle((x * scale - 0.5, y * scale - 0.5), scale, scale, fill=False,
-                               edgecolor=_DEFECT_COLOUR, linewidth=1.8))
-
-
-def _image_figure(image: torch.Tensor, rows: list[tuple[str, torch.Tensor]], title: str,
-                  direction: torch.Tensor, synthetic: bool = False):
-    """One row per model: image | token norms on the row's own scale, defects outlined | PCA colours."""
-    import textwrap
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    picture = denormalize(image)
-    patch = picture.shape[0] / rows[0][1].shape[0]
-    legend = [(line, "firebrick" if text == SYNTHETIC_PICTURE_NOTE else "dimgray")
-              for text in list(PICTURE_LEGEND) + ([SYNTHETIC_PICTURE_NOTE] if synthetic else [])
-              for line in textwrap.wrap(text, 165)]
-    row_h, legend_h = 3.9, 0.2 * len(legend) + 0.2
-    fig = plt.figure(figsize=(13, row_h * len(rows) + legend_h + 0.5), layout="constrained")
-    fig.get_layout_engine().set(wspace=0.09)  # room for the colour bar's values between the map and the PCA
-    fig.suptitle(title, fontsize=14, color="firebrick" if synthetic else "black")
-    *row_figs, legend_fig = fig.subfigures(len(rows) + 1, 1, height_ratios=[row_h] * len(rows) + [legend_h])
-    for sub, (label, tokens) in zip(row_figs, rows):
+    pixels = (denormalize(image) * 255).round().astype(np.uint8)
+    drawn = []
+    for label, tokens in rows:
         h, w, c = tokens.shape
-        norm = tokens.norm(dim=-1).numpy()
         mask = defect_mask(tokens.reshape(-1, c), direction).reshape(h, w).numpy()
-        count = int(mask.sum())
-        sub.suptitle(label, fontsize=13, fontweight="bold", x=0.01, ha="left")
-        ax = sub.subplots(1, 3)
-        ax[0].imshow(picture)
-        _outline(ax[0], mask, patch)
-        im = ax[1].imshow(norm, cmap="inferno", vmin=float(norm.min()), vmax=float(norm.max()), interpolation="nearest")
-        _outline(ax[1], mask)
-        # inset in the map's own coordinates: the bar is exactly as tall as the map
-        bar = sub.colorbar(im, cax=ax[1].inset_axes((1.02, 0.0, 0.035, 1.0)))
-        bar.ax.tick_params(labelsize=9)
-        ax[2].imshow(_pca_rgb(tokens), interpolation="nearest")
-        texts = [(f"image ({picture.shape[0]}x{picture.shape[1]} px)", f"{h}x{w} tokens; cyan: defect tokens"),
-                 ("token norm, last block (own scale)", f"{count} defect token{'s' * (count != 1)} outlined in cyan"),
-                 ("PCA of patch tokens", "colours: components 1-3 as R, G, B")]
-        for a, (caption, note) in zip(ax, texts):
-            a.set_title(caption, fontsize=11, loc="left")
-            a.set_xlabel(note, fontsize=10, color="dimgray", loc="left")
-            a.set_xticks([])
-            a.set_yticks([])
-    for i, (line, colour) in enumerate(legend):
-        legend_fig.text(0.01, 1 - (i + 0.8) / (len(legend) + 0.4), line, fontsize=9.5, color=colour, va="center")
-    return fig
+        drawn.append(pictures.Row(label, pixels, tokens.float().numpy(), tokens.float().norm(dim=-1).numpy(), mask,
+                                  synthetic=synthetic, threshold_std=DEFAULT_MASK_THRESHOLD))
+    return pictures.render(drawn, title)
 
 
 def _layers_figure(runs: list[tuple[str, list[dict]]], title: str):
@@ -245,8 +172,8 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
             if after is not None:
                 rows.append(("repaired, after SINDER", after["last_tokens"][j]))
             stem = _safe_stem(path, used)
-            figure = _image_figure(image, rows, _title(path.name, synthetic), directions[-1], synthetic)
-            _save(figure, folder / f"{stem}.png")
+            png = _image_picture(image, rows, _title(path.name, synthetic), directions[-1], synthetic)
+            write_bytes(folder / f"{stem}.png", png)
             picture_names.append(f"images/{stem}.png")
     runs = [("before" if after is not None else loaded.arch.name, before["layers"])]
     if after is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.core import visualize as viz
+from contract import pictures as viz
 from service.core.deadlines import Deadline, Disconnected
 from service.core.decoding import Decoder, ImageInput
 from service.core.errors import InvalidInput
@@ -35,7 +35,7 @@ class Pictures:
             label = f"{model.key}, {role} ({model.provider})"
             # Numbers from the generated demo weights must never pass for a real model's: the picture says so.
             rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"],
-                                synthetic=manifest.synthetic))
+                                synthetic=manifest.synthetic, threshold_std=manifest.defect.threshold_std))
         return await self._decoder.offload(viz.render, rows)
 
     def _rows_for(self, entry: ModelVersion) -> list[ModelVersion]:

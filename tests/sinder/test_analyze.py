@@ -86,12 +86,15 @@ def test_no_images(loaded, tmp_path):
         run_analysis(loaded, [], tmp_path / "out", progress=False)
 
 
-def test_image_figure_gives_each_row_its_own_scale_outlines_and_legend():
-    """The per-image picture: the layout /visualize draws too (own colour scale per row, cyan boxes on
-    the image and the map for the defect rule's tokens, a legend, the synthetic note)."""
-    from matplotlib.patches import Rectangle
+def test_image_picture_is_the_contract_picture_with_the_defect_rule_outlined():
+    """`sinder analyze` draws with the renderer of /visualize (contract/pictures.py): the same look."""
+    import io
 
-    from sinder.analyze import PICTURE_LEGEND, SYNTHETIC_PICTURE_NOTE, _image_figure
+    import numpy as np
+    from PIL import Image
+
+    from contract import pictures
+    from sinder.analyze import _image_picture
     from sinder.defects.measure import defect_mask
 
     torch.manual_seed(0)
@@ -101,19 +104,11 @@ def test_image_figure_gives_each_row_its_own_scale_outlines_and_legend():
     spiky[1, 2] = direction * 500  # one defect token, huge and along the direction
     clean = torch.randn(8, 12, 8)
     image = torch.zeros(3, 112, 168)
-    fig = _image_figure(image, [("original", spiky), ("repaired", clean)], "t", direction, synthetic=True)
-    try:
-        maps = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "inferno"]
-        assert len(maps) == 2
-        for im, tokens in zip(maps, (spiky, clean)):
-            norms = tokens.norm(dim=-1)
-            assert im.get_clim() == pytest.approx((float(norms.min()), float(norms.max())), rel=1e-5)
-        boxes = [p for ax in fig.axes for p in ax.patches if isinstance(p, Rectangle)]
-        expected = sum(int(defect_mask(t.reshape(-1, 8), direction).sum()) for t in (spiky, clean))
-        assert expected >= 1 and len(boxes) == 2 * expected  # on the image and on the map
-        texts = " ".join(t.get_text() for sub in fig.subfigs for t in sub.texts)
-        assert PICTURE_LEGEND[0][:30] in texts and SYNTHETIC_PICTURE_NOTE[:30] in texts
-    finally:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+    assert int(defect_mask(spiky.reshape(-1, 8), direction).sum()) >= 1
+    png = _image_picture(image, [("original", spiky), ("repaired", clean)], "t", direction, synthetic=True)
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    cyan = (picture[..., 0] < 30) & (picture[..., 1] > 225) & (picture[..., 2] > 225)
+    warn = (np.abs(picture.astype(int) - np.array(pictures._WARN)).sum(-1) < 40)
+    assert cyan.sum() > 0 and warn.sum() > 200  # outlines, and the synthetic note
+    one = np.asarray(Image.open(io.BytesIO(_image_picture(image, [("original", spiky)], "t", direction))))
+    assert picture.shape[1] == one.shape[1] and picture.shape[0] > one.shape[0]

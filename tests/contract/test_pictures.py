@@ -1,4 +1,4 @@
-"""The /visualize picture, drawn alone: each row on its own colour scale, defect outlines, the
+"""The defect picture (/visualize, sinder analyze), drawn alone: each row on its own colour scale, defect outlines, the
 synthetic note; and it is a picture a person can read (fonts of a readable size)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from service.core import visualize as viz
+from contract import pictures as viz
 
 BRIGHT = viz.heat_colors(np.array([1.0]), 0.0, 1.0)[0]  # the top of the colour scale
 

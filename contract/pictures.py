@@ -1,9 +1,9 @@
-"""A PNG for people: per model one row of three panels (the image as the model saw it, its
-last-block token norms with the defect tokens outlined, a PCA colour map of its patch tokens)
-and a legend that says how to read them. numpy + Pillow only (no matplotlib in the service).
+"""The defect picture, for people: per model one row of three panels (the image as the model saw
+it, its last-block token norms with the defect tokens outlined, a PCA colour map of its patch
+tokens) and a legend that says how to read them. numpy + Pillow only.
 
-`sinder analyze` draws its per-image pictures with the same layout, colour map and wording
-(sinder/analyze.py, with matplotlib); change both together.
+One renderer for both sides, so the pictures look alike: the service's ``POST /visualize``
+(service/core/pictures.py) and ``sinder analyze``'s per-image pictures (sinder/analyze.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-# Anchors of matplotlib's "inferno" (as in `sinder analyze`): dark = low norm, bright = high norm.
+from contract.defects import THRESHOLD_STD
+
+# Anchors of matplotlib's "inferno": dark = low norm, bright = high norm.
 _HEAT = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
                   [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
 DEFECT_RGB = (0, 255, 255)  # cyan: absent from inferno, so an outline never blends into the map
@@ -31,8 +33,8 @@ LEGEND = (
     "Left: the image as the model saw it (resized to its input size).",
     "Middle: the norm of each patch token after the last block, on the row's own colour scale (the bar beside it "
     "gives the values), so a repaired model's map is not dark just because the original's defects are large.",
-    "Cyan boxes, on the image too: the tokens the model's defect rule flags, |cos| to the defect direction > "
-    "mean + k std of the image's tokens (the SINDER paper's mask).",
+    "Cyan boxes, on the image too: the tokens the defect rule flags, |cos| to the defect direction > "
+    "mean + {k} std of the image's tokens (the SINDER paper's mask).",
     "Right: the first three principal components of the row's patch tokens as red, green and blue (each stretched "
     "over its 1st-99th percentile). A colour means nothing by itself and is not comparable between rows; patches "
     "of similar colour have similar features.",
@@ -50,6 +52,7 @@ class Row:
     token_norms: np.ndarray  # [h, w]
     defect_mask: np.ndarray  # [h, w] bool
     synthetic: bool = False  # generated weights: the title and the legend say so
+    threshold_std: float = THRESHOLD_STD  # k of the model's defect rule (its manifest's defect.threshold_std)
 
 
 def heat_colors(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
@@ -173,7 +176,9 @@ def _draw_row(canvas: Image.Image, row: Row, size: tuple[int, int], y: int, font
 def _legend(rows: list[Row], font, width: int) -> list[tuple[str, tuple[int, int, int]]]:
     """The legend's lines, wrapped to ``width``, each with its colour."""
     lines = []
-    paragraphs = [(text, _MUTED) for text in LEGEND]
+    ks = sorted({r.threshold_std for r in rows})
+    k = f"{ks[0]:g}" if len(ks) == 1 else "k (" + ", ".join(f"{v:g}" for v in ks) + " by row)"
+    paragraphs = [(text.replace("{k}", k), _MUTED) for text in LEGEND]
     if any(r.synthetic for r in rows):
         paragraphs.append((SYNTHETIC_LEGEND, _WARN))
     for text, colour in paragraphs:
@@ -181,15 +186,20 @@ def _legend(rows: list[Row], font, width: int) -> list[tuple[str, tuple[int, int
     return lines
 
 
-def render(rows: list[Row]) -> bytes:
-    fonts = {"title": _font(18), "small": _font(14)}
+def render(rows: list[Row], title: str | None = None) -> bytes:
+    """The PNG of ``rows`` (top to bottom), under an optional ``title`` (e.g. the image's name)."""
+    fonts = {"title": _font(18), "small": _font(14), "head": _font(20)}
     sizes, _, width = _layout(rows)
     legend = _legend(rows, fonts["small"], width - 2 * _MARGIN)
     line = _line_height(fonts["small"])
+    head = _line_height(fonts["head"]) + _GAP // 2 if title else 0
     row_heights = [_line_height(fonts["title"]) + 2 * line + h + 3 + _GAP for h, _ in sizes]
-    height = _MARGIN + sum(row_heights) + len(legend) * line + _MARGIN
+    height = _MARGIN + head + sum(row_heights) + len(legend) * line + _MARGIN
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     y = _MARGIN
+    if title:
+        ImageDraw.Draw(canvas).text((_MARGIN, y), title, fill=_TEXT, font=fonts["head"])
+        y += head
     for row, size in zip(rows, sizes):
         y += _draw_row(canvas, row, size, y, fonts)
     draw = ImageDraw.Draw(canvas)
