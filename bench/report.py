@@ -235,6 +235,9 @@ def render_gpu_section(result: dict | None) -> str:
                       + f"; statuses {svc.get('statuses')}; p50 {svc.get('p50_ms') or 0:.0f} ms, p99 {svc.get('p99_ms') or 0:.0f} ms"]
     for name, err in (result.get("errors") or {}).items():
         lines.append(f"- not measured: {name}: {err}")
+    from bench.gpu_tool import render as render_tool
+
+    lines += render_tool(result.get("tool"))
     lines += ["", GPU_END]
     return "\n".join(lines)
 
