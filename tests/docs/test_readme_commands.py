@@ -88,9 +88,30 @@ def _sinder_flags() -> dict[str, set[str]]:
     return {name: {o for a in p._actions for o in a.option_strings} for name, p in sub.choices.items()}
 
 
+def _extras() -> set[str]:
+    import tomllib
+
+    return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+
+
 def check_static(cmd: str, flags: dict[str, set[str]]) -> None:
+    if "&&" in cmd:
+        for part in cmd.split("&&"):
+            check_static(part.strip(), flags)
+        return
     words = [w.strip("[]") for w in _words(cmd)]
-    if words[0] == "make":
+    if words[:3] == ["python", "-m", "venv"]:
+        assert len(words) == 4, f"{cmd!r}: one virtual environment folder"
+    elif Path(words[0]).name == "pip" and words[1] == "install":
+        raw = _words(cmd)  # without the strip: ".[tool]" keeps its brackets
+        for i, w in enumerate(raw):
+            if w in ("-c", "-r"):
+                assert (ROOT / raw[i + 1]).is_file(), f"{cmd!r}: no file {raw[i + 1]}"
+            extras = re.fullmatch(r"\.\[([\w,-]+)\]", w)
+            if extras:
+                missing = set(extras.group(1).split(",")) - _extras()
+                assert not missing, f"{cmd!r}: pyproject.toml has no extra {missing}"
+    elif words[0] == "make":
         missing = set(words[1:]) - _make_targets()
         assert not missing, f"{cmd!r}: no make target {missing}"
     elif Path(words[0]).name == "sinder":
