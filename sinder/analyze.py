@@ -17,15 +17,17 @@ from . import __version__
 from .atomic import atomic_dir, write_json, write_with
 from .defects.directions import directions_of
 from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, measure_layers
+from .defects.rule import STD_DDOF
 from .errors import ImageError, SinderError
-from .images import denormalize, load_image
+from .images import denormalize, image_rule, load_image
 from .model import LoadedModel
 
 SYNTHETIC_LABEL = "synthetic demo weights"
 
 RULES = {
     "defect_fraction": "share of patch tokens whose |cos| to the layer's predicted defect direction exceeds "
-                       "mean + 4 std of that image's |cos| (the paper's mask), pooled over images",
+                       "mean + 4 std (sample std) of that image's |cos| (the paper's mask, contract/defects.py), "
+                       "pooled over images",
     "high_norm_fraction": "share of patch tokens whose norm is at least 4x the layer's median patch-token norm "
                           "(median pooled over all images)",
     "alignment": "|cos| between the predicted direction and the mean unit vector of the layer's high-norm "
@@ -146,13 +148,17 @@ def _model_info(loaded: LoadedModel) -> dict:
 
 
 def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, resolution: int = 224,
-                 repaired: LoadedModel | None = None, progress: bool = True) -> dict:
+                 repaired: LoadedModel | None = None, progress: bool = True, compute=None) -> dict:
     """Measure ``loaded`` (and ``repaired``, if given) on the images and write the report and pictures.
 
     Both models are measured along the original model's predicted directions, so that "after"
-    answers whether the defect the original model has is still there. Returns the report.
+    answers whether the defect the original model has is still there. ``compute``
+    (:class:`sinder.device.Compute`, default CPU fp32): where the forward passes run and their
+    autocast precision; the statistics are float32 on the CPU. Returns the report.
     """
     from tqdm import tqdm
+
+    from . import device
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -165,17 +171,23 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     if repaired is not None and repaired.arch.depth != loaded.arch.depth:
         raise SinderError(f"repaired model {repaired.source} has {repaired.arch.depth} blocks, "
                           f"the original {loaded.arch.depth}")
+    compute = compute or device.resolve("cpu", "fp32")
     images = _load_images(image_paths, resolution, progress)
+    loaded.model.to(compute.device)
+    if repaired is not None:
+        repaired.model.to(compute.device)
     synthetic = bool(loaded.synthetic or (repaired is not None and repaired.synthetic))
     names = [p.name for p in image_paths]
 
     predicted = directions_of(loaded)
     directions, summary = predicted.vectors, predicted.summary()
-    before = measure_layers(loaded.model, images, directions, names=names, progress=progress, keep_last_tokens=True)
-    after = None
-    if repaired is not None:
-        after = measure_layers(repaired.model, images, directions, names=names, progress=progress,
-                               keep_last_tokens=True)
+    with compute.autocast():
+        before = measure_layers(loaded.model, images, directions, names=names, progress=progress,
+                                keep_last_tokens=True)
+        after = None
+        if repaired is not None:
+            after = measure_layers(repaired.model, images, directions, names=names, progress=progress,
+                                   keep_last_tokens=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
@@ -198,12 +210,15 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
 
     report = {
         "tool": {"name": "sinder", "version": __version__},
+        "runtime": compute.describe(),
         "synthetic": synthetic,
         "model": _model_info(loaded),
         "images": len(images),
         "image_names": names,
         "resolution": resolution,
-        "rules": {**RULES, "mask_threshold_std": DEFAULT_MASK_THRESHOLD, "high_norm_factor": DEFAULT_NORM_FACTOR},
+        "preprocessing": image_rule(resolution).model_dump(),  # the contract's resize, as the service's
+        "rules": {**RULES, "mask_threshold_std": DEFAULT_MASK_THRESHOLD, "std_ddof": STD_DDOF,
+                  "high_norm_factor": DEFAULT_NORM_FACTOR},
         "layers": before["layers"],
         "first_defect_layer": before["first_defect_layer"],
         "first_mask_layer": before["first_mask_layer"],

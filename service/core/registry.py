@@ -205,7 +205,10 @@ class ModelRegistry:
         if variant.kind == ORIGINAL:
             repaired = [e for e in self.ready_versions() if e.manifest.variant.kind == SINDER
                         and e.manifest.variant.of == entry.name]
-            return entry, (repaired[-1] if repaired else None)
+            # the same precision first (not its int8 copy), then by name, the highest version
+            best = min(repaired, key=lambda e: (e.manifest.precision != entry.manifest.precision, e.name, -e.version),
+                       default=None)
+            return entry, best
         original = self._ready(variant.of)
         return original, (entry if variant.kind == SINDER else None)
 
@@ -242,6 +245,5 @@ class ModelRegistry:
     def _update_info(self) -> None:
         if self._metrics is None:
             return
-        self._metrics.model_info.clear()
-        for e in self.versions:
-            self._metrics.model_info.labels(e.name, str(e.version), e.provider or "none", e.state).set(1 if e.state == "ready" else 0)
+        self._metrics.set_model_info([((e.name, str(e.version), e.provider or "none", e.state), 1 if e.state == "ready" else 0)
+                                      for e in self.versions])

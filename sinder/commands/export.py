@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import SinderError
+from ..device import add_device_args
 from .common import add_model_args, load_from_args
 
 
@@ -42,8 +43,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--registers", type=Path, metavar="JSON",
                         help="a `sinder registers` report: export the model with its test-time register "
                              "(the extra token and the neuron edit in the graph; name it NAME_ttr by convention)")
+    parser.add_argument("--variant-of", metavar="NAME",
+                        help="the model folder of the original this one derives from (repaired: --repair-report, "
+                             "or with test-time registers: --registers): recorded in the manifest's variant link "
+                             "({\"kind\": \"sinder\" or \"ttr\", \"of\": NAME}), which /visualize uses to pair them")
     parser.add_argument("--repair-report", type=Path, metavar="JSON",
                         help="repair_report.json of this checkpoint (default: the one beside --checkpoint, if any)")
+    add_device_args(parser, precision=False)  # where the parity step runs
     parser.set_defaults(func=run)
     return parser
 
@@ -61,6 +67,19 @@ def _repair_report(args) -> dict | None:
         raise SinderError(f"cannot read repair report {path}: {exc}") from exc
 
 
+def _variant(args, report: dict | None):
+    """The manifest's link to the original: ttr with --registers, sinder with a repair report."""
+    from contract.manifest import ORIGINAL, SINDER, TTR, Variant
+
+    kind = TTR if args.registers is not None else SINDER if report else ORIGINAL
+    if kind == ORIGINAL:
+        if args.variant_of is not None:
+            raise SinderError("--variant-of names the original of a repaired model (give its --repair-report) "
+                              "or of one with test-time registers (--registers)")
+        return Variant()
+    return Variant(kind=kind, of=args.variant_of)
+
+
 def _with_registers(loaded, args, common: dict):
     """``loaded``, or with ``--registers`` the model with its test-time register."""
     if args.registers is None:
@@ -72,22 +91,25 @@ def _with_registers(loaded, args, common: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import device
     from ..export import export_model
     from ..export.graph import DEFAULT_OPSET
 
+    compute = device.resolve(args.device, "fp32")
     loaded = load_from_args(args)
     report = _repair_report(args)
     common = dict(repair_summary=report, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
-                  opset=args.opset or DEFAULT_OPSET)
+                  opset=args.opset or DEFAULT_OPSET, device=compute.device)
     from ..export.api import default_direction
 
-    variant = _with_registers(loaded, args, common)  # checked before the slow direction
+    model = _with_registers(loaded, args, common)  # checked before the slow direction
+    common["variant"] = _variant(args, report)
     direction = default_direction(loaded)  # the original model's, computed once for every variant
-    out = export_model(variant, args.model_repo, args.name, version=args.version, precision=args.precision,
+    out = export_model(model, args.model_repo, args.name, version=args.version, precision=args.precision,
                        direction=direction, instance_kind=args.instance_kind, **common)
     print(out)
     if args.int8:
-        out8 = export_model(variant, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
+        out8 = export_model(model, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
                             direction=direction, instance_kind=args.instance_kind or "KIND_CPU", **common)
         print(out8)
     return 0

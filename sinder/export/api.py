@@ -54,6 +54,7 @@ def export_model(
     parity_cases: list[tuple[int, int, int]] | None = None,
     progress: bool = True,
     variant: Variant | None = None,
+    device: torch.device | None = None,
 ) -> Path:
     """Export ``loaded`` to ``model_repo/name/<version>/`` (model.onnx, manifest.json) and
     write ``model_repo/name/config.pbtxt``. Returns the version folder.
@@ -63,7 +64,8 @@ def export_model(
     quantized Linear weights. The version folder is built under a temporary name and renamed
     into place only once the checker and the parity checks pass. ``variant`` links the
     model to its original (default: ``sinder`` of nothing named when there is a repair
-    summary, else ``original``).
+    summary, else ``original``). The graph is traced on the CPU; ``device`` is where the
+    parity step runs (PyTorch reference and, with onnxruntime's CUDA provider, the session).
     """
     if precision not in PRECISIONS:
         raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -79,7 +81,7 @@ def export_model(
         raise SinderError(str(exc)) from None
     if variant is None:
         variant = Variant(kind=SINDER) if repair_summary else Variant(kind=ORIGINAL)
-    model = loaded.model.eval()
+    model = loaded.model.eval().cpu()  # traced on the CPU (the example input lives there)
     model_dir = Path(model_repo) / name
     version = version if version is not None else layout.next_version(model_dir)
     version_dir = model_dir / str(version)
@@ -122,7 +124,8 @@ def export_model(
         _log(f"[export {name}] 2/3 onnx.checker (full_check)", progress)
         _check(onnx_path)
         _log(f"[export {name}] 3/3 parity with PyTorch at {len(cases)} batch/resolution cases", progress)
-        figures = parity.measure_parity(model, onnx_path, direction, precision, cases, threshold_std)
+        figures = parity.measure_parity(model, onnx_path, direction, precision, cases, threshold_std, device=device)
+        model.cpu()
         manifest = build_manifest(
             loaded=loaded, name=name, version=version, precision=precision, max_batch_size=max_batch_size,
             resolution=resolution, direction=direction, direction_layer=arch.depth - 1,
