@@ -199,6 +199,9 @@ def main(argv=None) -> int:
             from . import analysis_bench
 
             attempt("Offline tool", "repair iteration", lambda: analysis_bench.repair_figures(args.resolution))
+            attempt("Offline tool", "repair precision", lambda: analysis_bench.repair_precision_figures(args.quick))
+            attempt("Offline tool", "repair memory", lambda: analysis_bench.repair_memory_figures(
+                "vits14" if args.quick else "vitl14", 224 if args.quick else 518))
 
     seconds = time.perf_counter() - t_start
     if args.quick:

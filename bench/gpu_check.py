@@ -14,9 +14,13 @@ It measures, on DINOv2-shaped graphs with seeded random weights (bench/onnx_vit.
 4. the service end to end on the GPU (bench/gpu_service.py): ViT-S/14 and ViT-B/14 at 224 in fp16,
    SINDER_WORKERS 1 and a larger count, v2 binary with raw pixels and with JPEGs, and JSON
    /features with JPEGs, each as a fraction of the raw session at batch 128 in the same run
-   (target >= 0.8 for raw pixels over v2 with the better worker count).
+   (target >= 0.8 for raw pixels over v2 with the better worker count);
+5. the offline tool (bench/gpu_tool.py, needs torch with CUDA; skipped with a one-line reason
+   otherwise): ViT-L/14 and ViT-g/14 at 518 px, directions time, one repair iteration's time and
+   peak memory in bf16 and fp32, and the projected wall time of the paper's run.
 
-It needs onnxruntime-gpu, onnx, numpy, pillow, httpx and the service's dependencies; no torch.
+Steps 1-4 need onnxruntime-gpu, onnx, numpy, pillow, httpx and the service's dependencies, no
+torch; step 5 needs the tool installed with a CUDA build of torch (README).
 The README's "GPU check" section says which wheels to carry to a machine without a registry.
 """
 
@@ -147,15 +151,24 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, help="time per throughput measurement (default 2, 0.3 for the smoke)")
     p.add_argument("--service-seconds", type=float, help="time of the service load (default 20, 3 for the smoke)")
     p.add_argument("--skip-service", action="store_true")
+    p.add_argument("--skip-tool", action="store_true", help="leave out the offline tool's figures (step 5)")
+    p.add_argument("--only-tool", action="store_true", help="only the offline tool's figures (no onnxruntime needed)")
     p.add_argument("--budget", type=float, default=280.0, help="stop starting new measurements after this many seconds")
     p.add_argument("--report", type=Path, help="also rewrite the GPU section of this markdown file (docs/benchmarks.md)")
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
     smoke = args.cpu_smoke
-    import onnxruntime as ort
-
     from bench import machine
+
+    if args.only_tool:
+        result = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "smoke": smoke,
+                  "synthetic_weights": True, "machine": machine.describe(), "errors": {}}
+        result["tool"] = _tool(smoke, t0, args.budget)
+        _write(args.out, result, t0)
+        _report(args, result)
+        return 0 if not result["tool"].get("error") else 1
+    import onnxruntime as ort
 
     result: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "smoke": smoke,
                     "synthetic_weights": True, "machine": machine.describe(), "onnxruntime": ort.__version__,
@@ -206,7 +219,10 @@ def main(argv=None) -> int:
     if not smoke and not cuda_active:
         log("CUDA execution provider is NOT active: figures below would be CPU figures; stopping")
         result["errors"]["cuda"] = "CUDAExecutionProvider not active (see available_providers and preload)"
+        if not args.skip_tool:  # torch's CUDA may work where onnxruntime's does not
+            result["tool"] = _tool(smoke, t0, args.budget + 600)
         _write(args.out, result, t0)
+        _report(args, result)
         return 1
 
     # 2. parity
@@ -267,13 +283,10 @@ def main(argv=None) -> int:
                                      and r.get("ratio_vs_raw")) for a in {r["arch"] for r in rows if r.get("ratio_vs_raw")}
                              ) >= TARGETS["service_vs_raw"]}
 
+    if not args.skip_tool:  # torch's CUDA, independent of onnxruntime's
+        result["tool"] = _tool(smoke, t0, args.budget + 600)
     _write(args.out, result, t0)
-    if args.report:
-        from bench import report
-
-        text = args.report.read_text() if args.report.exists() else "# Benchmarks\n"
-        report.write(args.report, report.replace_gpu_section(text, report.render_gpu_section(result)))
-        log(f"updated the GPU section of {args.report}")
+    _report(args, result)
     checks = {
         "cuda_active": cuda_active,
         "parity_fp32": bool(result.get("parity") and result["parity"]["pass_fp32"]),
@@ -283,6 +296,25 @@ def main(argv=None) -> int:
     }
     log("checks: " + ", ".join(f"{k}={'ok' if v else 'NO'}" for k, v in checks.items()))
     return 0
+
+
+def _tool(smoke: bool, t0: float, budget: float) -> dict:
+    from bench.gpu_tool import tool_check
+
+    out = tool_check(smoke, log, lambda: budget - (time.perf_counter() - t0))
+    if out.get("error"):
+        log(out["error"])
+    return out
+
+
+def _report(args, result: dict) -> None:
+    if not args.report:
+        return
+    from bench import report
+
+    text = args.report.read_text() if args.report.exists() else "# Benchmarks\n"
+    report.write(args.report, report.replace_gpu_section(text, report.render_gpu_section(result)))
+    log(f"updated the GPU section of {args.report}")
 
 
 def _write(path: Path, result: dict, t0: float) -> None:

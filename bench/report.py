@@ -242,6 +242,9 @@ def render_gpu_section(result: dict | None) -> str:
                          f"{r.get('raw_b128_images_per_s') or 0:,.0f} | {ratio} | {batch} | {r.get('statuses')} |")
     for name, err in (result.get("errors") or {}).items():
         lines.append(f"- not measured: {name}: {err}")
+    from bench.gpu_tool import render as render_tool
+
+    lines += render_tool(result.get("tool"))
     lines += ["", GPU_END]
     return "\n".join(lines)
 

@@ -1,14 +1,15 @@
 """``sinder build``: fill a model repository with a model before and after SINDER repair.
 
-Layout (documented in model_repo/README.md; reports live inside each model's folder, where
-Triton ignores a folder that is not a version number):
+Layout (documented in model_repo/README.md). Reports live in the original model's folder,
+where Triton ignores a folder that is not a version number; it exists from the first step
+on, so an interrupted build never leaves a top-level folder that is not a model:
 
     model_repo/<name>/config.pbtxt, <name>/1/{model.onnx, manifest.json}         the original
     model_repo/<name>_sinder/config.pbtxt, <name>_sinder/1/{...}                  the repaired model
     model_repo/<name>/reports/analysis/                                           analysis of the original
     model_repo/<name>/reports/build.json                                          what the build did
-    model_repo/<name>_sinder/reports/{<name>_sinder.pth, repair_report.json}      repair output
-    model_repo/<name>_sinder/reports/analysis/                                    before/after analysis
+    model_repo/<name>/reports/repair/{<name>_sinder.pth, repair_report.json}      repair output
+    model_repo/<name>/reports/repair/analysis/                                    before/after analysis
 
 Every step writes atomically and is skipped when its output is already complete, so a
 second run only checks and says what it reuses; ``force`` redoes every step.
@@ -48,6 +49,7 @@ class BuildPlan:
     images: Path | None = None  # default: the bundled demo photos
     device: str | None = None  # --device (default: the first CUDA device, else the CPU)
     precision: str = "auto"  # --precision of analysis and repair ("auto": each job's measured default)
+    direction: str = "auto"  # --direction of analysis, repair and export (sinder.defects.observed)
     steps: list[dict] = field(default_factory=list)
 
     def compute(self, job: str):
@@ -59,19 +61,24 @@ class BuildPlan:
     def repaired_name(self) -> str:
         return self.name + REPAIRED_SUFFIX
 
-    def reports(self, name: str) -> Path:
-        return layout.reports_dir(self.model_repo, name)
+    @property
+    def reports(self) -> Path:
+        return layout.reports_dir(self.model_repo, self.name)
+
+    @property
+    def repair_dir(self) -> Path:
+        return self.reports / "repair"
 
     def version_dir(self, name: str) -> Path:
         return self.model_repo / name / str(VERSION)
 
     @property
     def checkpoint(self) -> Path:
-        return self.reports(self.repaired_name) / f"{self.repaired_name}.pth"
+        return self.repair_dir / f"{self.repaired_name}.pth"
 
     @property
     def repair_report(self) -> Path:
-        return self.reports(self.repaired_name) / "repair_report.json"
+        return self.repair_dir / "repair_report.json"
 
 
 def _say(plan: BuildPlan, msg: str) -> None:
@@ -125,12 +132,12 @@ def _analysis(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], out: Path
 
     with atomic_dir(out, overwrite=True) as tmp:
         run_analysis(loaded, paths, tmp, resolution=plan.resolution, repaired=repaired, progress=plan.progress,
-                     compute=plan.compute("analyze"))
+                     compute=plan.compute("analyze"), direction=plan.direction)
 
 
 def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
     """Export ``loaded`` as ``plan.name``, repair it, export the result as ``<name>_sinder``,
-    with analyses and the repair report in each model's ``reports/`` folder."""
+    with analyses and the repair report in the original's ``reports/`` folder."""
     from .export import export_model, is_complete
 
     try:
@@ -148,15 +155,16 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
 
     _step(plan, f"export {plan.name} v{VERSION}", _complete_export(plan, original_dir, loaded.sha256, original),
           lambda: export_model(loaded, plan.model_repo, plan.name, version=VERSION, overwrite=True,
-                               progress=plan.progress, variant=original, device=parity_device), str(original_dir))
+                               progress=plan.progress, variant=original, device=parity_device,
+                               **_direction(plan, loaded, paths)), str(original_dir))
 
-    analysis_dir = plan.reports(plan.name) / "analysis"
+    analysis_dir = plan.reports / "analysis"
     _step(plan, f"analyse {plan.name} on {len(paths)} images", analysis_dir.is_dir(),
           lambda: _analysis(plan, loaded, paths, analysis_dir), str(analysis_dir))
 
     repaired = _repair_or_reuse(plan, loaded, paths, repair_options)
 
-    after_dir = plan.reports(plan.repaired_name) / "analysis"
+    after_dir = plan.repair_dir / "analysis"
     _step(plan, "analyse before/after repair", after_dir.is_dir(),
           lambda: _analysis(plan, loaded, paths, after_dir, repaired=repaired.model()), str(after_dir))
 
@@ -164,7 +172,7 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
           _complete_export(plan, repaired_dir, repaired.sha256, linked),
           lambda: export_model(repaired.model(), plan.model_repo, plan.repaired_name, version=VERSION,
                                overwrite=True, repair_summary=repaired.report, progress=plan.progress,
-                               variant=linked, device=parity_device),
+                               variant=linked, device=parity_device, **_direction(plan, repaired.model(), paths)),
           str(repaired_dir))
 
     summary = {
@@ -174,7 +182,7 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
         "steps": plan.steps,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(plan.reports(plan.name) / "build.json", summary)
+    write_json(plan.reports / "build.json", summary)
     _say(plan, f"model repository {plan.model_repo} ready in {summary['seconds']:.1f}s "
                f"({sum(s['status'] == 'reused' for s in plan.steps)} of {len(plan.steps)} steps reused)")
     return summary
@@ -197,6 +205,16 @@ class _Repaired:
         return self._loaded
 
 
+def _direction(plan: BuildPlan, loaded: LoadedModel, paths: list[Path]) -> dict:
+    """``export_model``'s direction arguments under ``plan.direction``, observed on the build's images."""
+    from .export.api import choose_direction
+
+    direction, record = choose_direction(loaded, plan.direction, paths, plan.resolution)
+    for warning in record["warnings"]:
+        _say(plan, f"warning: {warning}")
+    return {"direction": direction, "direction_record": record}
+
+
 def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], options) -> _Repaired:
     have = plan.checkpoint.is_file() and plan.repair_report.is_file()
     if have and not plan.force:
@@ -208,10 +226,10 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
         from .images import split_images
         from .repair import RepairOptions, run_repair
 
-        opts = options or RepairOptions(resolution=plan.resolution)
+        opts = options or RepairOptions(resolution=plan.resolution, direction=plan.direction)
         train, held = split_images(paths, opts.held_out_fraction, seed=opts.seed)
         if plan.force:
-            shutil.rmtree(plan.reports(plan.repaired_name), ignore_errors=True)
+            shutil.rmtree(plan.repair_dir, ignore_errors=True)
         plan.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         from .repair.data import default_workers
 
@@ -226,14 +244,16 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
 
 
 def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True,
-               kind: str = "planted", device: str | None = None, precision: str = "auto") -> dict:
+               kind: str = "planted", device: str | None = None, precision: str = "auto",
+               direction: str = "auto") -> dict:
     """Build the demo model of ``kind`` as ``DEMO_NAMES[kind]`` and its repair."""
     from . import demo
 
     if kind not in DEMO_NAMES:
         raise SinderError(f"demo kind must be one of {', '.join(DEMO_NAMES)}, got {kind!r}")
     name = DEMO_NAMES[kind]
-    plan = BuildPlan(Path(model_repo), name, force=force, progress=progress, device=device, precision=precision)
+    plan = BuildPlan(Path(model_repo), name, force=force, progress=progress, device=device, precision=precision,
+                     direction=direction)
     plan.compute("analyze"), plan.compute("repair")  # bad --device/--precision: fail before building the demo
     loaded = demo.load_demo(seed=seed) if kind == "planted" else demo.load_demo_kind(kind, seed=seed)
     if not force and _demo_complete(plan):
@@ -261,13 +281,14 @@ def _demo_complete(plan: BuildPlan) -> bool:
 def build_checkpoint(checkpoint: Path, name: str, model_repo: Path, arch: str | None = None,
                      interpolation: str | None = None, images: Path | None = None, resolution: int | None = None,
                      force: bool = False, progress: bool = True, device: str | None = None,
-                     precision: str = "auto") -> dict:
+                     precision: str = "auto", direction: str = "auto") -> dict:
     from .checkpoints import load_model
     from .repair import RepairOptions
 
-    opts = RepairOptions(resolution=resolution) if resolution else RepairOptions()
+    opts = RepairOptions(resolution=resolution, direction=direction) if resolution else RepairOptions(
+        direction=direction)
     plan = BuildPlan(Path(model_repo), name, force=force, progress=progress, images=images,
-                     resolution=opts.resolution, device=device, precision=precision)
+                     resolution=opts.resolution, device=device, precision=precision, direction=direction)
     plan.compute("analyze"), plan.compute("repair")  # bad --device/--precision: fail before loading
     loaded = load_model(checkpoint, arch=arch, interpolation=interpolation)
     return build(plan, loaded, repair_options=opts)

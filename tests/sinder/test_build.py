@@ -92,8 +92,9 @@ def test_build_fills_the_layout_then_reuses_it(tmp_path, images, stubs, capsys):
     assert stubs["export"] == ["demo", "demo_sinder"] and stubs["repair"] == 1 and stubs["analysis"] == [False, True]
     assert (repo / "demo" / "1" / "manifest.json").is_file() and (repo / "demo_sinder" / "1" / "model.onnx").is_file()
     assert (repo / "demo" / "reports" / "analysis" / "analysis.json").is_file()
-    assert (repo / "demo_sinder" / "reports" / "analysis" / "analysis.json").is_file()
-    assert (repo / "demo_sinder" / "reports" / "repair_report.json").is_file()
+    assert (repo / "demo" / "reports" / "repair" / "analysis" / "analysis.json").is_file()
+    assert (repo / "demo" / "reports" / "repair" / "repair_report.json").is_file()
+    assert not (repo / "demo_sinder" / "reports").exists()
     repaired = json.loads((repo / "demo_sinder" / "1" / "manifest.json").read_text())
     assert repaired["repair"]["before"] == {} and repaired["variant"] == {"kind": "sinder", "of": "demo"}
     assert layout.triton_problems(repo) == []  # only model folders at the top; reports are not versions
@@ -188,7 +189,7 @@ def test_build_cli_for_a_checkpoint(tmp_path, images, stubs):
             "--resolution", "224"]
     assert main(args) == 0
     assert (repo / "mine" / "1").is_dir() and (repo / "mine_sinder" / "1").is_dir()
-    assert (repo / "mine_sinder" / "reports" / "repair_report.json").is_file()
+    assert (repo / "mine" / "reports" / "repair" / "repair_report.json").is_file()
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -238,4 +239,4 @@ def test_an_import_error_in_a_step_fails_the_build(tmp_path, images, stubs, monk
     monkeypatch.setitem(sys.modules, "sinder.analyze", None)  # `from .analyze import ...` raises ImportError
     with pytest.raises(ImportError):
         build.build(build.BuildPlan(tmp_path / "repo", "demo", images=images, progress=False), tiny_loaded())
-    assert not (tmp_path / "repo" / "reports" / "demo" / "build.json").exists()
+    assert not (tmp_path / "repo" / "demo" / "reports" / "build.json").exists()
