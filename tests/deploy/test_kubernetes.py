@@ -192,9 +192,12 @@ def test_gpu_and_cpu_variants_differ_where_they_must(overlay):
     if name == "gpu":
         assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert env["SINDER_REQUIRE_GPU"] == "true" and env["SINDER_PROVIDERS"].startswith("cuda")
+        # one front-end process per requested core, not per node core (auto would count the node's)
+        assert int(env["SINDER_WORKERS"]) == int(c["resources"]["requests"]["cpu"])
         assert images == {"sinder-serve:gpu"}
     else:
         assert "nvidia.com/gpu" not in c["resources"]["limits"]
         assert "tolerations" not in _one(objs, "Deployment")["spec"]["template"]["spec"]
         assert env["SINDER_REQUIRE_GPU"] == "false" and env["SINDER_PROVIDERS"] == "cpu"
+        assert env["SINDER_WORKERS"] == "1"
         assert images == {"sinder-serve:cpu"}

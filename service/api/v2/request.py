@@ -191,9 +191,11 @@ def _pixels(tensor: Tensor) -> np.ndarray:
     if not isinstance(data, list) or not _fits(data, expected):
         raise InvalidInput(f"input {INPUT_NAME!r}: data must be a list of {expected} integers for shape {list(shape)}")
     try:
-        values = np.asarray(data, dtype=np.int64)
+        values = np.asarray(data)  # no dtype: a cast would truncate 1.7 to 1 without a word
     except (ValueError, TypeError, OverflowError):
-        raise InvalidInput(f"input {INPUT_NAME!r}: data must be integers in [0, 255], row-major") from None
+        values = None
+    if values is None or values.dtype.kind not in "iu":
+        raise InvalidInput(f"input {INPUT_NAME!r}: data must be integers in [0, 255], row-major")
     if values.size != expected:
         raise InvalidInput(f"input {INPUT_NAME!r}: data has {values.size} values; shape {list(shape)} needs {expected}")
     if values.size and (values.min() < 0 or values.max() > 255):

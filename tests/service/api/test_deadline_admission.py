@@ -11,8 +11,11 @@ from service.api.app import create_app
 from service.backends.fake import FakeBackend
 from service.config import Settings
 
-DELAY_S = 0.05  # the fake model's speed: one image per batch, 20 images/s
-TIMEOUT_S = 1.0  # room for about 16 images ahead, with admission's headroom
+DELAY_S = 0.1  # the fake model's speed: one image per batch, 10 images/s
+# Room for about 24 images ahead, with admission's headroom. The headroom (a fifth of the deadline)
+# and the answer's reserve are what absorb a stalled event loop on a busy machine: a deadline of
+# several batches keeps them well above a scheduler hiccup.
+TIMEOUT_S = 3.0
 
 
 def body(marker: int) -> dict:
@@ -51,7 +54,7 @@ def test_a_burst_gets_only_200_and_429_and_every_200_within_its_deadline(tiny_re
     ok = [r for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 429]
     # About TIMEOUT_S * headroom / DELAY_S images fit; the queue (256) alone would have taken all 60.
-    assert 5 <= len(ok) <= 30 and refused
+    assert 5 <= len(ok) <= 40 and refused
     assert all(r.json()["timing"]["total_ms"] <= TIMEOUT_S * 1000 for r in ok)
     for r in refused:
         assert int(r.headers["retry-after"]) >= 1 and r.json()["error"]["type"] == "overloaded"
@@ -64,7 +67,7 @@ def test_a_request_timeout_header_shortens_the_deadline(tiny_repo):
     app = make_app(tiny_repo, backend)
 
     async def work(c):
-        ahead = [asyncio.create_task(c.post("/features", json=body(i))) for i in range(8)]  # ~0.4 s of work
+        ahead = [asyncio.create_task(c.post("/features", json=body(i))) for i in range(8)]  # ~0.8 s of work
         await asyncio.sleep(0.05)
         short = await c.post("/features", json=body(99), headers={"X-Request-Timeout": "0.1"})
         bad = await c.post("/features", json=body(98), headers={"X-Request-Timeout": "soon"})
