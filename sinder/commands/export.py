@@ -42,6 +42,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--registers", type=Path, metavar="JSON",
                         help="a `sinder registers` report: export the model with its test-time register "
                              "(the extra token and the neuron edit in the graph; name it NAME_ttr by convention)")
+    parser.add_argument("--variant-of", metavar="NAME",
+                        help="the original model this one derives from, linked in the manifest (default: NAME "
+                             "without its _sinder or _ttr suffix, for a repaired model or --registers)")
     parser.add_argument("--repair-report", type=Path, metavar="JSON",
                         help="repair_report.json of this checkpoint (default: the one beside --checkpoint, if any)")
     parser.set_defaults(func=run)
@@ -62,13 +65,28 @@ def _repair_report(args) -> dict | None:
 
 
 def _with_registers(loaded, args, common: dict):
-    """``loaded``, or with ``--registers`` the model with its test-time register."""
+    """``loaded``, or with ``--registers`` the model with its test-time register (and its manifest block)."""
     if args.registers is None:
         return loaded
-    from ..registers.report import neurons_of, read_report, registers_model
+    from ..registers.report import neurons_of, read_report, registers_model, summary_of
 
     registers = read_report(args.registers)
+    common["registers_summary"] = summary_of(registers)
     return registers_model(loaded, neurons_of(registers, args.registers))
+
+
+def _variant(args, common: dict):
+    """The manifest's variant link, the same for NAME and NAME_int8: ``--variant-of``, else NAME's suffix."""
+    from contract.manifest import ORIGINAL, SINDER, TTR, Variant
+
+    from ..export.api import default_variant
+
+    kind = TTR if common.get("registers_summary") else (SINDER if common.get("repair_summary") else ORIGINAL)
+    if args.variant_of is None:
+        return default_variant(args.name, kind)
+    if kind == ORIGINAL:
+        raise SinderError("--variant-of goes with a repaired model (a repair report) or --registers")
+    return Variant(kind=kind, of=args.variant_of)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,13 +99,14 @@ def run(args: argparse.Namespace) -> int:
                   opset=args.opset or DEFAULT_OPSET)
     from ..export.api import default_direction
 
-    variant = _with_registers(loaded, args, common)  # checked before the slow direction
+    model = _with_registers(loaded, args, common)  # checked before the slow direction
+    common["variant"] = _variant(args, common)
     direction = default_direction(loaded)  # the original model's, computed once for every variant
-    out = export_model(variant, args.model_repo, args.name, version=args.version, precision=args.precision,
+    out = export_model(model, args.model_repo, args.name, version=args.version, precision=args.precision,
                        direction=direction, instance_kind=args.instance_kind, **common)
     print(out)
     if args.int8:
-        out8 = export_model(variant, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
+        out8 = export_model(model, args.model_repo, f"{args.name}_int8", version=args.version, precision="int8",
                             direction=direction, instance_kind=args.instance_kind or "KIND_CPU", **common)
         print(out8)
     return 0
