@@ -20,7 +20,7 @@ import numpy as np
 
 from contract import layout
 from contract.errors import LayoutError, ManifestError
-from contract.manifest import ORIGINAL, REQUIRED_OUTPUTS, SINDER, Manifest, read_manifest
+from contract.manifest import ORIGINAL, REQUIRED_OUTPUTS, SINDER, TTR, Manifest, read_manifest
 from contract.triton_config import read_config
 from service.backends.base import Backend
 from service.core.batcher import Batcher
@@ -31,6 +31,7 @@ from service.core.metrics import Metrics
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[Path], Backend]
+VARIANT_ORDER = (ORIGINAL, SINDER, TTR)  # how a family is listed and drawn
 __all__ = ["ManifestError", "ModelRegistry", "ModelVersion", "discover", "parse_manifest", "read_max_batch_size"]
 
 
@@ -196,18 +197,27 @@ class ModelRegistry:
         pick = repaired or ready or self.versions
         return pick[0].name if pick else None
 
-    def linked(self, entry: ModelVersion) -> tuple[ModelVersion | None, ModelVersion | None]:
-        """(original, SINDER-repaired) of ``entry``'s family, by the manifests' ``variant`` links;
-        ``entry`` itself is one of them or neither (another variant kind)."""
+    def family(self, entry: ModelVersion) -> list[ModelVersion]:
+        """``entry``'s family among the ready models, one version per name (``entry`` for its own): the
+        original, then its variants (SINDER, test-time registers, then other kinds by name), linked by
+        the manifests' ``variant`` fields. Just ``[entry]`` when nothing links to it."""
         variant = entry.manifest.variant if entry.manifest else None
         if variant is None:
-            return None, None
-        if variant.kind == ORIGINAL:
-            repaired = [e for e in self.ready_versions() if e.manifest.variant.kind == SINDER
-                        and e.manifest.variant.of == entry.name]
-            return entry, (repaired[-1] if repaired else None)
-        original = self._ready(variant.of)
-        return original, (entry if variant.kind == SINDER else None)
+            return [entry]
+        root = entry.name if variant.kind == ORIGINAL else variant.of
+        latest: dict[str, ModelVersion] = {}
+        for e in self.ready_versions():
+            v = e.manifest.variant
+            if (v.kind == ORIGINAL and e.name == root) or (v.kind != ORIGINAL and v.of == root):
+                if e.name not in latest or e.version > latest[e.name].version:
+                    latest[e.name] = e
+        latest[entry.name] = entry
+
+        def order(e: ModelVersion):
+            kind = e.manifest.variant.kind
+            return (VARIANT_ORDER.index(kind) if kind in VARIANT_ORDER else len(VARIANT_ORDER), e.name)
+
+        return sorted(latest.values(), key=order)
 
     def _ready(self, name: str | None) -> ModelVersion | None:
         ready = [e for e in self.ready_versions() if e.name == name]

@@ -1,4 +1,4 @@
-"""POST /visualize: a PNG of one image's token norms, defect tokens and PCA colours, before and after repair."""
+"""POST /visualize: a PNG of one image's token norms, defect tokens and PCA colours, one row per model variant."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ _BODY = {
     description=(
         "Returns a PNG with one row per model: the image at the model's input size, the heat map of last-block "
         "token norms with defective tokens outlined in cyan, and the first three principal components of the patch "
-        "tokens as RGB. When a model's original and its SINDER-repaired variant are both loaded (linked by the "
-        "manifests' `variant` field), the original comes first and the repaired model second, on one colour scale "
-        "for the norms."
+        "tokens as RGB. Every loaded model of the family (linked by the manifests' `variant` field) gets a row: the "
+        "original first, then its SINDER repair, its test-time registers and any other variant, on one colour "
+        "scale for the norms."
     ),
     response_class=Response,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
