@@ -47,8 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from service.config import Settings, settings_error_line
+    from service.config import Settings, settings_error_line, unknown_variables
 
+    unknown = unknown_variables(os.environ)
+    if unknown:  # a typo in a setting's name must not start a service without it (e.g. without its API key)
+        print(f"error: {'; '.join(unknown)}", file=sys.stderr)
+        return 2
     overrides = {k: v for k, v in {"model_repo": args.model_repo, "host": args.host, "port": args.port,
                                    "log_level": args.log_level}.items() if v is not None}
     try:
@@ -57,10 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {settings_error_line(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    known = {f"SINDER_{name.upper()}" for name in Settings.model_fields}
-    unknown = sorted(k for k in os.environ if k.startswith("SINDER_") and k not in known)
-    if unknown:  # a typo in a setting's name would otherwise be ignored silently
-        logging.getLogger("service").warning("ignoring unknown settings %s (known: see service/config.py)", ", ".join(unknown))
 
     import uvicorn
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "SINDER_"
+# SINDER_* variables read by other parts of the project, not by the service: allowed beside the settings.
+OTHER_VARIABLES = {"SINDER_CACHE": "the offline tool's download cache (sinder/images.py)"}
 
 PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
@@ -32,7 +38,7 @@ def _split_list(value):
 class Settings(BaseSettings):
     """Service settings. Each field is also the environment variable ``SINDER_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="SINDER_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
     # Models
     model_repo: Path = Field(Path("model_repo"), description="Model repository folder (model_repo/README.md).")
@@ -115,13 +121,15 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _limits_fit(self):
         if self.max_inflight_bytes < self.max_body_bytes:
-            raise ValueError(f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least max_body_bytes ({self.max_body_bytes})")
+            raise ValueError(f"{env_name('max_inflight_bytes')} ({self.max_inflight_bytes}) must be at least "
+                             f"{env_name('max_body_bytes')} ({self.max_body_bytes})")
         return self
 
     @model_validator(mode="after")
     def _repo_exists(self):
         if not self.model_repo.is_dir():
-            raise ValueError(f"model repository {str(self.model_repo)!r} is not a folder (run `sinder build --demo` or set SINDER_MODEL_REPO)")
+            raise ValueError(f"{env_name('model_repo')} (or --model-repo): {str(self.model_repo)!r} is not a folder "
+                             "(run `sinder build --demo` to make one)")
         return self
 
     @property
@@ -129,14 +137,41 @@ class Settings(BaseSettings):
         return self.max_queue_delay_ms / 1000.0
 
 
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``max_images`` -> ``SINDER_MAX_IMAGES``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One message per ``SINDER_*`` variable that no setting reads, with the closest known name.
+
+    A misspelled setting would otherwise be ignored silently (``SINDER_API_KEYS`` would serve without a key).
+    """
+    known = {env_name(name) for name in Settings.model_fields}
+    messages = []
+    for name in sorted(k for k in environ if k.upper().startswith(ENV_PREFIX)):
+        if name.upper() in known or name.upper() in OTHER_VARIABLES:  # pydantic-settings ignores case
+            continue
+        close = difflib.get_close_matches(name.upper(), sorted(known | set(OTHER_VARIABLES)), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(sorted(known))}"
+        messages.append(f"unknown setting {name}{hint}")
+    return messages
+
+
 def settings_error_line(exc: Exception) -> str:
-    """One line naming each invalid setting, for the command line."""
+    """One line naming the environment variable of each invalid setting, for the command line."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
         parts = []
         for err in errors():
-            loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+            loc = [str(p) for p in err.get("loc", ())]
             msg = err.get("msg", "").removeprefix("Value error, ")
-            parts.append(f"{loc}: {msg}" if loc != "settings" else msg)
+            if loc and loc[0] in Settings.model_fields:
+                where = ".".join([env_name(loc[0]), *loc[1:]])
+                value = err.get("input")
+                shown = f" (got {value!r})" if isinstance(value, (str, int, float)) and loc[0] != "api_key" else ""
+                parts.append(f"{where}{shown}: {msg}")
+            else:
+                parts.append(msg)
         return "invalid settings: " + "; ".join(parts)
     return f"invalid settings: {exc}"

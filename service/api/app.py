@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service import __version__
 from service.api import errors
-from service.api.routes import features, health, models, v2, visualize
+from service.api.routes import docs, embeddings, features, health, info, models, v2, visualize
 from service.api.schemas import FeaturesMultipart, FeaturesRequest, VisualizeMultipart, VisualizeRequest
 from service.api.schemas_v2 import V2InferenceRequest
 from service.backends.base import Backend
@@ -35,7 +35,8 @@ A request may carry its own shorter deadline in seconds: `X-Request-Timeout: 5`.
 """
 
 # Schemas referenced only from hand-written request bodies (JSON or multipart on one route).
-_EXTRA_SCHEMAS = (FeaturesRequest, FeaturesMultipart, VisualizeRequest, VisualizeMultipart, V2InferenceRequest)
+_EXTRA_SCHEMAS = (FeaturesRequest, FeaturesMultipart, VisualizeRequest, VisualizeMultipart, V2InferenceRequest,
+                  embeddings.EmbeddingsRequest)
 
 
 class MetricsMiddleware:
@@ -76,11 +77,14 @@ def create_app(settings: Settings | None = None, backend_factory: Callable[[Path
         # Under uvicorn, in-flight requests have finished by now; this drains what is left.
         await service.stop()
 
-    app = FastAPI(title="sinder feature service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="sinder feature service", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # served offline by routes/docs.py
     app.state.service = service
     errors.install(app)
-    for router in (features.router, visualize.router, models.router, health.router, v2.health, v2.router):
+    for router in (features.router, visualize.router, embeddings.router, models.router, info.router, health.router,
+                   v2.health, v2.router):
         app.include_router(router)
+    docs.install(app)
     app.add_middleware(MetricsMiddleware, get_service=lambda: service)
     app.openapi = lambda: _openapi(app)
     return app

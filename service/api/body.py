@@ -69,10 +69,15 @@ def _form_value(key: str, values: list):
     return values[-1]
 
 
-async def parse(request: Request, *, limit: int, image_field: str, max_files: int,
+async def parse(request: Request, *, limit: int, image_field: str | tuple[str, ...], max_files: int,
                 json_model: type[BaseModel], form_fields: set[str],
                 reserve: Callable[[int], None] | None = None) -> tuple[list[bytes | str], BaseModel]:
-    """Images (bytes, or base64 text) and validated options from a JSON or multipart body."""
+    """Images (bytes, or base64 text) and validated options from a JSON or multipart body.
+
+    ``image_field`` may name several accepted fields (``("image", "images")``); the schema says
+    whether more than one may be sent at once.
+    """
+    names = (image_field,) if isinstance(image_field, str) else tuple(image_field)
     kind = media_type(request)
     is_json = kind == "application/json" or kind.endswith("+json")
     if not is_json and kind != "multipart/form-data":
@@ -85,9 +90,9 @@ async def parse(request: Request, *, limit: int, image_field: str, max_files: in
     if is_json:
         # Parsing megabytes of JSON takes a while: keep the event loop free for other requests.
         parsed = await run_in_threadpool(_parse_json, body, json_model) if len(body) > 256 * 1024 else _parse_json(body, json_model)
-        images = getattr(parsed, image_field)
+        images = next((v for v in (getattr(parsed, n) for n in names) if v is not None), [])
         return (images if isinstance(images, list) else [images]), parsed
-    return await _parse_multipart(request, body, image_field, max_files, json_model, form_fields)
+    return await _parse_multipart(request, body, names, max_files, json_model, form_fields)
 
 
 def _parse_json(body: bytes, json_model: type[BaseModel]) -> BaseModel:
@@ -105,7 +110,7 @@ def _parse_json(body: bytes, json_model: type[BaseModel]) -> BaseModel:
         raise validation_error(exc) from None
 
 
-async def _parse_multipart(request, body, image_field, max_files, json_model, form_fields):
+async def _parse_multipart(request, body, names, max_files, json_model, form_fields):
     async def stream():
         yield body
 
@@ -118,22 +123,29 @@ async def _parse_multipart(request, body, image_field, max_files, json_model, fo
         raise BadRequest(f"invalid multipart body: {exc}") from None
     try:
         images: list[bytes | str] = []
-        for value in form.getlist(image_field):
-            images.append(await value.read() if isinstance(value, UploadFile) else value)
-        unknown = sorted(set(form.keys()) - form_fields - {image_field})
+        sent: dict[str, int] = {}
+        for name in names:
+            for value in form.getlist(name):
+                images.append(await value.read() if isinstance(value, UploadFile) else value)
+                sent[name] = sent.get(name, 0) + 1
+        unknown = sorted(set(form.keys()) - form_fields - set(names))
         if unknown:
-            raise InvalidInput(f"unknown form fields {unknown}; known: {sorted(form_fields | {image_field})}")
-        options = {key: _form_value(key, form.getlist(key)) for key in form.keys() if key != image_field}
+            raise InvalidInput(f"unknown form fields {unknown}; known: {sorted(form_fields | set(names))}")
+        options = {key: _form_value(key, form.getlist(key)) for key in form.keys() if key not in names}
     finally:
         await form.close()
     if not images:
-        raise InvalidInput(f"multipart body has no {image_field!r} part")
+        raise InvalidInput(f"multipart body has no {' or '.join(repr(n) for n in names)} part")
     for key, value in options.items():
         if isinstance(value, UploadFile):
             raise InvalidInput(f"form field {key!r} must be text, not a file")
-    stub = ["-"] * len(images) if image_field == "images" else "-"  # placeholders: the images stay bytes
+    stubs = {}  # placeholders: the images stay bytes
+    for name, count in sent.items():
+        if name != "images" and count > 1:
+            raise InvalidInput(f"send one {name!r} part, got {count}")
+        stubs[name] = ["-"] * count if name == "images" else "-"
     try:
-        parsed = json_model.model_validate({**options, image_field: stub})
+        parsed = json_model.model_validate({**options, **stubs})
     except ValidationError as exc:
         raise validation_error(exc) from None
     return images, parsed

@@ -132,10 +132,23 @@ class FeaturesMultipart(BaseModel):
     resolution: str = Field(None, pattern=r"^[0-9]+\s*[,x]\s*[0-9]+$", description="`H,W` or `HxW`; implies `stretch`.")
 
 
+def _exactly_one_image(image, images) -> None:
+    if (image is None) == (images is None):
+        raise ValueError("send one image, as `image` or as `images` (a list of one), not both" if image is not None
+                         else "send one image, as `image` or as `images` (a list of one)")
+
+
 class VisualizeRequest(ResizeOptions):
-    image: Base64Image = Field(description="One image, base64 or data URI.")
+    image: Base64Image | None = Field(None, description="One image, base64 or a data URI (or send `images`).")
+    images: list[Base64Image] | None = Field(
+        None, min_length=1, max_length=1, description="The same image as a one-item list: /features' field name.")
     model: str | ModelRef | None = Field(None, description="Model to draw; the loaded models of its family are added.")
     compare: bool = Field(True, description="Add a row for every loaded model of the family (the original, SINDER, test-time registers, ..., by the manifests' `variant`).")
+
+    @model_validator(mode="after")
+    def _one_image(self):
+        _exactly_one_image(self.image, self.images)
+        return self
 
     def model_ref(self) -> tuple[str | None, int | None]:
         return parse_model_ref(self.model)
@@ -146,14 +159,23 @@ class VisualizeRequest(ResizeOptions):
 
 
 class VisualizeMultipart(BaseModel):
+    """multipart/form-data: one file part named `image` (or `images`, as for /features); options as form fields."""
+
     model_config = ConfigDict(json_schema_extra=_no_null_defaults)
 
-    image: bytes = Field(json_schema_extra={"type": "string", "format": "binary"}, description="The image file.")
+    image: bytes = Field(None, json_schema_extra={"type": "string", "format": "binary"}, description="The image file.")
+    images: list[bytes] = Field(None, min_length=1, max_length=1, json_schema_extra={"items": {"type": "string", "format": "binary"}},
+                                description="The image file under /features' field name (one part).")
     model: str = Field(None, min_length=1, description="`name` or `name:version`.")
     compare: bool = None
     resize: Literal["keep_aspect", "native", "stretch"] = None
     short_side: int = Field(None, ge=1, le=16384)
     resolution: str = Field(None, pattern=r"^[0-9]+\s*[,x]\s*[0-9]+$", description="`H,W` or `HxW`; implies `stretch`.")
+
+    @model_validator(mode="after")
+    def _one_image(self):
+        _exactly_one_image(self.image, self.images)
+        return self
 
 
 class EncodedArray(BaseModel):

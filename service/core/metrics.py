@@ -1,8 +1,13 @@
-"""Prometheus metrics: one ``sinder_`` family, explicit buckets, one registry per app."""
+"""Prometheus metrics: one ``sinder_`` family, explicit buckets, one registry per app.
+
+Beside it, the standard ``process_*``, ``python_info`` and ``python_gc_*`` collectors, as in
+prometheus-client's default registry, so the usual dashboards and alerts (memory, CPU, open files) work.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge,
+                               Histogram, disable_created_metrics, generate_latest)
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401 - re-exported for the API
 
 PREFIX = "sinder"
@@ -18,6 +23,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.requests = Counter(f"{PREFIX}_http_requests_total", "HTTP requests by route, method and status.",
                                 ["route", "method", "status"], registry=r)
         self.request_duration = Histogram(f"{PREFIX}_http_request_duration_seconds", "HTTP request duration.",

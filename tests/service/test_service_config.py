@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.config import Settings, settings_error_line
+from service.config import Settings, settings_error_line, unknown_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,17 +36,46 @@ def test_empty_api_key_means_none(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("field", "value", "fragment"), [
     ("providers", "quantum", "unknown provider"),
-    ("max_batch_size", "0", "max_batch_size"),
-    ("model_repo", "/no/such/folder", "not a folder"),
-    ("port", "70000", "port"),
-    ("version_policy", "some", "version_policy"),
+    ("max_batch_size", "0", "SINDER_MAX_BATCH_SIZE (got '0')"),
+    ("model_repo", "/no/such/folder", "SINDER_MODEL_REPO (or --model-repo): '/no/such/folder' is not a folder"),
+    ("port", "70000", "SINDER_PORT"),
+    ("version_policy", "some", "SINDER_VERSION_POLICY"),
 ])
-def test_invalid_settings_fail_at_start_naming_the_field(tmp_path, field, value, fragment):
-    kwargs = {"model_repo": tmp_path, field: value}
+def test_invalid_settings_fail_at_start_naming_the_variable(monkeypatch, tmp_path, field, value, fragment):
+    monkeypatch.setenv("SINDER_MODEL_REPO", str(tmp_path))
+    monkeypatch.setenv(f"SINDER_{field.upper()}", value)
     with pytest.raises(ValidationError) as err:
-        Settings(**kwargs)
+        Settings()
     line = settings_error_line(err.value)
     assert fragment in line and "\n" not in line
+    if field != "model_repo":
+        assert f" {field}" not in line.replace(f"SINDER_{field.upper()}", "")  # the variable, not the field
+
+
+def test_a_model_validator_names_both_variables(tmp_path):
+    with pytest.raises(ValidationError) as err:
+        Settings(model_repo=tmp_path, max_body_bytes=4096, max_inflight_bytes=2048)
+    line = settings_error_line(err.value)
+    assert "SINDER_MAX_INFLIGHT_BYTES (2048) must be at least SINDER_MAX_BODY_BYTES (4096)" in line
+
+
+def test_unknown_variables_name_the_closest_setting():
+    env = {"SINDER_API_KEYS": "k", "SINDER_MAX_IMAGE": "3", "SINDER_PORT": "1", "sinder_host": "h",
+           "SINDER_CACHE": "/tmp/c", "SINDER_ZZZZZZZZZZ": "?", "OTHER": "x"}
+    messages = unknown_variables(env)
+    assert messages[0] == "unknown setting SINDER_API_KEYS; did you mean SINDER_API_KEY?"
+    assert messages[1] == "unknown setting SINDER_MAX_IMAGE; did you mean SINDER_MAX_IMAGES?"
+    assert messages[2].startswith("unknown setting SINDER_ZZZZZZZZZZ; known: ") and "SINDER_PORT" in messages[2]
+    assert len(messages) == 3  # known settings (any case) and the tool's SINDER_CACHE pass
+
+
+def test_cli_stops_on_a_misspelled_variable_with_exit_2(tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SINDER_")},
+           "SINDER_API_KEYS": "secret-key", "SINDER_MODEL_REPO": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "service", "--port", "0"], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: unknown setting SINDER_API_KEYS; did you mean SINDER_API_KEY?"
 
 
 def test_cli_reports_a_bad_setting_in_one_line_and_exits_2(tmp_path):

@@ -15,7 +15,8 @@ from service.core.service import FeatureService
 
 router = APIRouter(tags=["pictures"], dependencies=[Depends(require_api_key)])
 
-_FORM_FIELDS = set(VisualizeMultipart.model_fields) - {"image"}
+_IMAGE_FIELDS = ("image", "images")  # /visualize's own name, and /features' name for the same thing
+_FORM_FIELDS = set(VisualizeMultipart.model_fields) - set(_IMAGE_FIELDS)
 _BODY = {
     "required": True,
     "content": {
@@ -29,11 +30,14 @@ _BODY = {
     "/visualize",
     summary="A picture of an image's defect tokens, for people",
     description=(
-        "Returns a PNG with one row per model: the image at the model's input size, the heat map of last-block "
-        "token norms with defective tokens outlined in cyan, and the first three principal components of the patch "
-        "tokens as RGB. Every loaded model of the family (linked by the manifests' `variant` field) gets a row: the "
-        "original first, then its SINDER repair, its test-time registers and any other variant, on one colour "
-        "scale for the norms."
+        "Send one image as JSON (`image`: a base64 string or data URI, or `images`: a list of one, the field name of "
+        "/features) or multipart/form-data (one file part named `image` or `images`; options as form fields). "
+        "`model`, `resize`, `short_side` and `resolution` mean what they mean for /features. Returns a PNG with one "
+        "row per model: the image at the model's input size, the heat map of last-block token norms with defective "
+        "tokens outlined in cyan, and the first three principal components of the patch tokens as RGB. Every loaded "
+        "model of the family (linked by the manifests' `variant` field) gets a row: the original first, then its "
+        "SINDER repair, its test-time registers and any other variant (`compare: false` draws one row). Only a "
+        "success is `image/png`: every error is the JSON envelope of /features, with the same statuses."
     ),
     response_class=Response,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
@@ -45,7 +49,7 @@ async def visualize(request: Request, service: FeatureService = Depends(get_serv
                     deadline: Deadline = Depends(request_deadline)) -> Response:
     with service.admission.request() as ticket:
         images, parsed = await body.parse(
-            request, limit=service.settings.max_body_bytes, image_field="image", max_files=1,
+            request, limit=service.settings.max_body_bytes, image_field=_IMAGE_FIELDS, max_files=1,
             json_model=VisualizeRequest, form_fields=_FORM_FIELDS, reserve=ticket.reserve,
         )
         if len(images) != 1:

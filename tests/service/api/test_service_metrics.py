@@ -1,8 +1,15 @@
-"""Prometheus metrics: one sinder_ family with explicit buckets, fed by real requests."""
+"""Prometheus metrics: one sinder_ family with explicit buckets, fed by real requests, beside the standard collectors."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
+import pytest
 from service_test_utils import b64, grey_with_patch, png
+
+PROMTOOL = shutil.which("promtool")
+STANDARD_FAMILIES = ("process_", "python_info", "python_gc_")
 
 
 def test_metrics_after_traffic(make_client):
@@ -13,7 +20,10 @@ def test_metrics_after_traffic(make_client):
     assert client.post("/features", json={"images": [image], "model": "nope"}).status_code == 404
     text = client.get("/metrics").text
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
-    assert all(n.startswith("sinder_") for n in names)
+    assert all(n.startswith(("sinder_", *STANDARD_FAMILIES)) for n in names), names
+    for standard in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "python_info",
+                     "python_gc_collections_total"):
+        assert standard in names, standard
     expected = [
         'sinder_http_requests_total{method="POST",route="/features",status="200"} 1.0',
         'sinder_http_requests_total{method="POST",route="/features",status="400"} 1.0',
@@ -34,6 +44,19 @@ def test_metrics_after_traffic(make_client):
     unmatched = client.get("/no/such/path")
     assert unmatched.status_code == 404
     assert 'route="unmatched"' in client.get("/metrics").text
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not found: install Debian's `prometheus` package (.ci/run does)")
+def test_promtool_check_metrics_passes(make_client):
+    client = make_client(models=["tiny"])
+    image = b64(png(grey_with_patch()))
+    assert client.post("/features", json={"images": [image], "resize": "native"}).status_code == 200
+    assert client.post("/features", json={"images": ["@@@"]}).status_code == 400
+    body = client.get("/metrics").content
+    assert b"sinder_http_requests_total" in body and b"process_cpu_seconds_total" in body
+    out = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    # Exit 1: not parseable; 3: lint problems (names, suffixes, help); both are printed.
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), (out.stdout + out.stderr).decode()
 
 
 def test_the_ready_gauge_is_computed_when_scraped_not_when_readiness_is_asked(make_client):
