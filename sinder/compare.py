@@ -77,8 +77,9 @@ def compare_variants(original: LoadedModel, variants: dict[str, dict], held_out:
     rows = {}
     for name, v in variants.items():
         at = {key: {"layer": idx, **_at(measured[name]["layers"][idx])} for key, idx in layers.items()}
-        for key, idx in layers.items():
-            at[key]["verdict"] = _verdict(measured[orig_name]["layers"][idx], measured[name]["layers"][idx])
+        if name != orig_name:  # the original is the reference: it has a defect, no verdict
+            for key, idx in layers.items():
+                at[key]["verdict"] = _verdict(measured[orig_name]["layers"][idx], measured[name]["layers"][idx])
         fidelity = None
         if name != orig_name:
             fidelity = compare_models(original.model, v["loaded"].model, directions[-1], held_out, resolution)["fidelity"]

@@ -50,7 +50,8 @@ def test_every_variant_is_measured_at_three_layers(tmp_path, held_out):
     for name in rows:
         for key in ("last", "loss", "peak_norm"):
             at = rows[name]["layers"][key]
-            assert 0 <= at["defect_fraction"] <= 1 and at["verdict"]
+            assert 0 <= at["defect_fraction"] <= 1
+            assert ("verdict" in at) == (name != "tiny")  # the original is the reference
     assert rows["tiny_sinder"]["fidelity"]["cls_cosine"] < 1.0 - 1e-6  # the halved FFN moved the CLS token
     written = write_comparison(report, held_out, tmp_path / "out", 56)
     assert (tmp_path / "out" / "comparison.png").stat().st_size > 1000
