@@ -96,9 +96,10 @@ def raw_latencies(session, batch: np.ndarray, n: int) -> list[float]:
 
 
 def decoded_pixels(image: bytes) -> np.ndarray:
-    from PIL import Image
+    """The pixels the service decodes ``image`` to (the contract's decoding)."""
+    from contract.preprocess import decode
 
-    return np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))
+    return decode(image)
 
 
 def run(model_repo: Path, model_name: str, model_desc: str, resolution: int, max_batch_size: int, channels: int, *,

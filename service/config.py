@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,6 +14,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "SINDER_"
 # SINDER_* variables read by other parts of the project, not by the service: allowed beside the settings.
 OTHER_VARIABLES = {"SINDER_CACHE": "the offline tool's download cache (sinder/images.py)"}
+# Kubernetes gives every pod <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://..., <SERVICE>_PORT_8000_TCP_ADDR, ...
+# for each Service in its namespace (a Service "sinder-serve" gives SINDER_SERVE_*): not settings, and no typo.
+_SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$")
+_SERVICE_URL = re.compile(r"^(tcp|udp|sctp)://", re.IGNORECASE)
 
 PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
@@ -151,6 +156,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     messages = []
     for name in sorted(k for k in environ if k.upper().startswith(ENV_PREFIX)):
         if name.upper() in known or name.upper() in OTHER_VARIABLES:  # pydantic-settings ignores case
+            continue
+        if _SERVICE_LINK.search(name.upper()) or (name.upper().endswith("_PORT") and _SERVICE_URL.match(environ[name])):
             continue
         close = difflib.get_close_matches(name.upper(), sorted(known | set(OTHER_VARIABLES)), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(sorted(known))}"

@@ -146,13 +146,17 @@ def _model_info(loaded: LoadedModel) -> dict:
 
 
 def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, resolution: int = 224,
-                 repaired: LoadedModel | None = None, progress: bool = True) -> dict:
+                 repaired: LoadedModel | None = None, progress: bool = True, compute=None) -> dict:
     """Measure ``loaded`` (and ``repaired``, if given) on the images and write the report and pictures.
 
     Both models are measured along the original model's predicted directions, so that "after"
-    answers whether the defect the original model has is still there. Returns the report.
+    answers whether the defect the original model has is still there. ``compute``
+    (:class:`sinder.device.Compute`, default CPU fp32): where the forward passes run and their
+    autocast precision; the statistics are float32 on the CPU. Returns the report.
     """
     from tqdm import tqdm
+
+    from . import device
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -165,17 +169,23 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     if repaired is not None and repaired.arch.depth != loaded.arch.depth:
         raise SinderError(f"repaired model {repaired.source} has {repaired.arch.depth} blocks, "
                           f"the original {loaded.arch.depth}")
+    compute = compute or device.resolve("cpu", "fp32")
     images = _load_images(image_paths, resolution, progress)
+    loaded.model.to(compute.device)
+    if repaired is not None:
+        repaired.model.to(compute.device)
     synthetic = bool(loaded.synthetic or (repaired is not None and repaired.synthetic))
     names = [p.name for p in image_paths]
 
     predicted = directions_of(loaded)
     directions, summary = predicted.vectors, predicted.summary()
-    before = measure_layers(loaded.model, images, directions, names=names, progress=progress, keep_last_tokens=True)
-    after = None
-    if repaired is not None:
-        after = measure_layers(repaired.model, images, directions, names=names, progress=progress,
-                               keep_last_tokens=True)
+    with compute.autocast():
+        before = measure_layers(loaded.model, images, directions, names=names, progress=progress,
+                                keep_last_tokens=True)
+        after = None
+        if repaired is not None:
+            after = measure_layers(repaired.model, images, directions, names=names, progress=progress,
+                                   keep_last_tokens=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
@@ -198,6 +208,7 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
 
     report = {
         "tool": {"name": "sinder", "version": __version__},
+        "runtime": compute.describe(),
         "synthetic": synthetic,
         "model": _model_info(loaded),
         "images": len(images),
@@ -211,9 +222,9 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
         "directions": [{k: v for k, v in row.items() if k != "direction"} for row in summary],
     }
     if synthetic:
-        from .demo import DEMO_NOTE
+        from .demo import demo_note
 
-        report["note"] = f"SYNTHETIC: {DEMO_NOTE}"
+        report["note"] = f"SYNTHETIC: {demo_note(loaded.source)}"
     if after is not None:
         report["repaired"] = {
             "model": _model_info(repaired),

@@ -31,10 +31,11 @@ from contract.errors import ManifestError
 from contract.manifest import ORIGINAL, SINDER, Variant, read_manifest
 
 from .atomic import atomic_dir, write_json
+from .demo_kinds import DEMO_NAMES
 from .errors import SinderError
 from .model import LoadedModel
 
-DEMO_NAME = "dinov2_demo"
+DEMO_NAME = DEMO_NAMES["planted"]
 REPAIRED_SUFFIX = "_sinder"
 VERSION = 1
 DEMO_RESOLUTION = 224
@@ -48,7 +49,14 @@ class BuildPlan:
     progress: bool = True
     resolution: int = DEMO_RESOLUTION  # analysis and repair resolution
     images: Path | None = None  # default: the bundled demo photos
+    device: str | None = None  # --device (default: the first CUDA device, else the CPU)
+    precision: str = "auto"  # --precision of analysis and repair ("auto": each job's measured default)
     steps: list[dict] = field(default_factory=list)
+
+    def compute(self, job: str):
+        from .device import resolve
+
+        return resolve(self.device, self.precision, job)
 
     @property
     def repaired_name(self) -> str:
@@ -119,7 +127,8 @@ def _analysis(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], out: Path
     from .analyze import run_analysis  # an ImportError here is a broken install: it fails the build
 
     with atomic_dir(out, overwrite=True) as tmp:
-        run_analysis(loaded, paths, tmp, resolution=plan.resolution, repaired=repaired, progress=plan.progress)
+        run_analysis(loaded, paths, tmp, resolution=plan.resolution, repaired=repaired, progress=plan.progress,
+                     compute=plan.compute("analyze"))
 
 
 def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
@@ -134,6 +143,8 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
     except ValueError as exc:
         raise SinderError(str(exc)) from None
     original, linked = Variant(kind=ORIGINAL), Variant(kind=SINDER, of=plan.name)
+    parity_device = plan.compute("analyze").device  # a device that is not there fails before any step
+    plan.compute("repair")
     started = time.perf_counter()
     original_dir, repaired_dir = plan.version_dir(plan.name), plan.version_dir(plan.repaired_name)
     paths = _images(plan)
@@ -142,7 +153,7 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
 
     _step(plan, f"export {plan.name} v{VERSION}", _complete_export(plan, original_dir, loaded.sha256, original),
           lambda: export_model(loaded, plan.model_repo, plan.name, version=VERSION, overwrite=True,
-                               progress=plan.progress, variant=original), str(original_dir))
+                               progress=plan.progress, variant=original, device=parity_device), str(original_dir))
 
     analysis_dir = plan.reports(plan.name) / "analysis"
     _step(plan, f"analyse {plan.name} on {len(paths)} images", analysis_dir.is_dir(),
@@ -158,7 +169,7 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
           _complete_export(plan, repaired_dir, repaired.sha256, linked),
           lambda: export_model(repaired.model(), plan.model_repo, plan.repaired_name, version=VERSION,
                                overwrite=True, repair_summary=repaired.report, progress=plan.progress,
-                               variant=linked),
+                               variant=linked, device=parity_device),
           str(repaired_dir))
 
     opts = _repair_options(plan, repair_options)
@@ -215,7 +226,10 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
         if plan.force:
             shutil.rmtree(plan.reports(plan.repaired_name), ignore_errors=True)
         plan.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        return run_repair(loaded, train, held, plan.checkpoint, options=opts, progress=plan.progress)
+        from .repair.data import default_workers
+
+        return run_repair(loaded, train, held, plan.checkpoint, options=opts, progress=plan.progress,
+                          compute=plan.compute("repair"), workers=default_workers())
 
     result = _step(plan, f"repair {plan.name} (SINDER)", have, repair, str(plan.checkpoint))
     if result is not None:
@@ -230,11 +244,17 @@ def _repair_options(plan: BuildPlan, options):
     return options or RepairOptions(resolution=plan.resolution)
 
 
-def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    from .demo import load_demo
+def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True,
+               kind: str = "planted", device: str | None = None, precision: str = "auto") -> dict:
+    """Build the demo model of ``kind`` as ``DEMO_NAMES[kind]`` and its repair."""
+    from . import demo
 
-    plan = BuildPlan(Path(model_repo), DEMO_NAME, force=force, progress=progress)
-    loaded = load_demo(seed=seed)
+    if kind not in DEMO_NAMES:
+        raise SinderError(f"demo kind must be one of {', '.join(DEMO_NAMES)}, got {kind!r}")
+    name = DEMO_NAMES[kind]
+    plan = BuildPlan(Path(model_repo), name, force=force, progress=progress, device=device, precision=precision)
+    plan.compute("analyze"), plan.compute("repair")  # bad --device/--precision: fail before building the demo
+    loaded = demo.load_demo(seed=seed) if kind == "planted" else demo.load_demo_kind(kind, seed=seed)
     if not force and _demo_complete(plan):
         try:
             found = read_manifest(plan.version_dir(plan.name) / layout.MANIFEST_FILE).provenance.sha256
@@ -246,7 +266,7 @@ def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: b
                        f"{loaded.sha256[:12]}...); rebuilding everything")
             plan.force = True
         else:
-            _say(plan, f"{DEMO_NAME} and its variants v{VERSION} are complete in {plan.model_repo}; "
+            _say(plan, f"{name} and its variants v{VERSION} are complete in {plan.model_repo}; "
                        "checking them (use --force to rebuild)")
     return build(plan, loaded)
 
@@ -262,12 +282,14 @@ def _demo_complete(plan: BuildPlan) -> bool:
 
 def build_checkpoint(checkpoint: Path, name: str, model_repo: Path, arch: str | None = None,
                      interpolation: str | None = None, images: Path | None = None, resolution: int | None = None,
-                     force: bool = False, progress: bool = True) -> dict:
+                     force: bool = False, progress: bool = True, device: str | None = None,
+                     precision: str = "auto") -> dict:
     from .checkpoints import load_model
     from .repair import RepairOptions
 
-    loaded = load_model(checkpoint, arch=arch, interpolation=interpolation)
     opts = RepairOptions(resolution=resolution) if resolution else RepairOptions()
     plan = BuildPlan(Path(model_repo), name, force=force, progress=progress, images=images,
-                     resolution=opts.resolution)
+                     resolution=opts.resolution, device=device, precision=precision)
+    plan.compute("analyze"), plan.compute("repair")  # bad --device/--precision: fail before loading
+    loaded = load_model(checkpoint, arch=arch, interpolation=interpolation)
     return build(plan, loaded, repair_options=opts)

@@ -81,7 +81,8 @@ def export_or_reuse(plan, step, ttr: LoadedModel, report: dict, version: int) ->
 
     step(plan, f"export {name} v{version}", complete(),
          lambda: export_model(ttr, plan.model_repo, name, version=version, overwrite=True, variant=variant,
-                              registers_summary=summary_of(report), progress=plan.progress), str(version_dir))
+                              registers_summary=summary_of(report), progress=plan.progress,
+                              device=plan.compute("analyze").device), str(version_dir))
     return version_dir
 
 

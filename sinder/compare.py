@@ -106,9 +106,9 @@ def compare_variants(original: LoadedModel, variants: dict[str, dict], held_out:
         "seconds": round(time.perf_counter() - started, 3),
     }
     if original.synthetic:
-        from .demo import DEMO_NOTE
+        from .demo import demo_note
 
-        report["note"] = f"SYNTHETIC: {DEMO_NOTE}"
+        report["note"] = f"SYNTHETIC: {demo_note(original.source)}"
     report["_last_tokens"] = {name: m["last_tokens"] for name, m in measured.items()}
     return report
 

@@ -1,7 +1,13 @@
-"""A synthetic DINOv2 ViT-S/14 with singular defects planted the way they arise in real DINOv2.
+"""The "planted" synthetic DINOv2 ViT-S/14 (``--demo``): a defect built around the method.
 
-Real weights cannot be downloaded here or in CI, so the demo model is generated from a seed.
-It is *not* a trained network: its numbers are labelled synthetic wherever they appear.
+Real weights cannot be downloaded here or in CI, so the demo models are generated from a seed.
+They are *not* trained networks: their numbers are labelled synthetic wherever they appear.
+This one is fast and easy for SINDER by construction: its defect lives in private residual
+channels that no other weight reads, fires on fixed position-embedding blobs rather than on image
+content, and its weights are shaped so that the paper's linearisation sees exactly the defect.
+So removing the defect changes nothing else, and the repair's fidelity holds by construction.
+``sinder.demo_entangled`` (``--demo entangled``) is the one whose defect arises from image
+content, along a dense direction, and is read by later blocks.
 
 How the defect is planted (each choice is there for a reason found by trial):
 
@@ -47,13 +53,14 @@ from typing import NamedTuple
 
 import torch
 
+from .demo_kinds import DEMO_KINDS
 from .model import ARCHS, ArchConfig, LoadedModel, build_model
 
 DEMO_ARCH: ArchConfig = ARCHS["vits14"]  # official shape and interpolation; weights say the rest
 DEFECT_BLOCK = 5  # 0-based: the 6th of 12 blocks
 DEMO_NOTE = (
-    "synthetic demo weights generated from a seed, with planted singular defects; "
-    "not a trained DINOv2 and not comparable with real-model figures"
+    "synthetic planted demo weights generated from a seed: a defect in private channels that nothing else "
+    "reads, built around the method; not a trained DINOv2 and not comparable with real-model figures"
 )
 
 _GRID = 2.0**-20
@@ -296,3 +303,23 @@ def load_demo(seed: int = 0) -> LoadedModel:
         sha256=state_dict_sha256(state),
         synthetic=True,
     )
+
+
+def load_demo_kind(kind: str = "planted", seed: int = 0) -> LoadedModel:
+    """The demo model of ``kind`` (one of ``DEMO_KINDS``) generated from ``seed``."""
+    if kind == "planted":
+        return load_demo(seed)
+    if kind == "entangled":
+        from .demo_entangled import load_entangled_demo
+
+        return load_entangled_demo(seed)
+    raise ValueError(f"demo kind must be one of {DEMO_KINDS}, got {kind!r}")
+
+
+def demo_note(source: str) -> str:
+    """What the synthetic model with ``source`` (``LoadedModel.source``) is, for reports."""
+    if source.startswith("demo-entangled:"):
+        from .demo_entangled import ENTANGLED_NOTE
+
+        return ENTANGLED_NOTE
+    return DEMO_NOTE

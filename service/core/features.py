@@ -6,12 +6,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from contract.manifest import DIAGNOSTIC_OUTPUTS, MASK, NORMS, PATCH
 from service.core.batcher import ItemResult
 from service.core.errors import InvalidInput
 
 DEFAULT_OUTPUTS = ("cls", "pooled", "patch_tokens", "diagnostics")
-DIAGNOSTIC_OUTPUTS = ("token_norms", "defect_alignment", "defect_mask")
-PICTURE_OUTPUTS = ("patch_tokens", "token_norms", "defect_mask")
+PICTURE_OUTPUTS = (PATCH, NORMS, MASK)
 
 
 @dataclass(frozen=True)

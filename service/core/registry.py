@@ -212,12 +212,16 @@ class ModelRegistry:
                 if e.name not in latest or e.version > latest[e.name].version:
                     latest[e.name] = e
         latest[entry.name] = entry
+        # of each kind, the copies in entry's precision (not an int8 copy beside the fp32 one) when there are any
+        precision = entry.manifest.precision
+        same = {e.manifest.variant.kind for e in latest.values() if e.manifest.precision == precision}
+        members = [e for e in latest.values() if e.manifest.precision == precision or e.manifest.variant.kind not in same]
 
         def order(e: ModelVersion):
             kind = e.manifest.variant.kind
             return (VARIANT_ORDER.index(kind) if kind in VARIANT_ORDER else len(VARIANT_ORDER), e.name)
 
-        return sorted(latest.values(), key=order)
+        return sorted(members, key=order)
 
     def _ready(self, name: str | None) -> ModelVersion | None:
         ready = [e for e in self.ready_versions() if e.name == name]

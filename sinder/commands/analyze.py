@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SinderError
+from ..device import add_device_args
 from .common import add_model_args, load_from_args
 
 
@@ -30,6 +31,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="a repaired checkpoint of the same model, shown and measured beside it")
     parser.add_argument("--resolution", type=int, default=224,
                         help="shorter image side in pixels (then cropped down to a multiple of the patch size)")
+    add_device_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser
@@ -37,8 +39,10 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..analyze import run_analysis
+    from .. import device
     from ..images import demo_images_dir, list_images
 
+    compute = device.from_args(args, "analyze")  # a device that is not there fails before anything is read
     if args.resolution < 14:
         raise SinderError(f"--resolution must be at least the patch size (14), got {args.resolution}")
     if args.images is None and not args.demo:
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                               interpolation=args.interpolation or loaded.arch.interpolation)
         repaired.synthetic = repaired.synthetic or loaded.synthetic
     report = run_analysis(loaded, paths, args.out, resolution=args.resolution, repaired=repaired,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, compute=compute)
     last = report["layers"][-1]
     tag = " [SYNTHETIC demo weights]" if report["synthetic"] else ""
     print(f"analysed{tag} {report['images']} images: first defect layer {report['first_defect_layer']}; "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..demo_kinds import DEMO_KINDS
+from ..device import add_device_args
 from ..errors import SinderError
 from ..model import ARCHS
 from ..model.archs import INTERPOLATIONS
@@ -16,14 +18,17 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="fill a model repository with a model before and after repair (idempotent)",
         description=(
             "Export the model as NAME, analyse it, repair it with SINDER, analyse before/after and export the "
-            "repaired model as NAME_sinder (version 1 each), reports under MODEL_REPO/reports/. Steps whose "
-            "output is already complete are reused; --force redoes them. --demo builds the synthetic demo "
-            "model as dinov2_demo / dinov2_demo_sinder."
+            "repaired model as NAME_sinder (version 1 each), reports in each model folder "
+            "(MODEL_REPO/NAME/reports/: not a version, so Triton ignores it). Steps whose "
+            "output is already complete are reused; --force redoes them. --demo builds the synthetic planted demo "
+            "model as dinov2_demo / dinov2_demo_sinder, --demo entangled the entangled one as "
+            "dinov2_demo_entangled / dinov2_demo_entangled_sinder."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--demo", action="store_true", help="the synthetic defective demo model (not real weights)")
+    src.add_argument("--demo", nargs="?", const="planted", choices=DEMO_KINDS, metavar="KIND",
+                     help="a synthetic defective demo model (not real weights): 'planted' (default) or 'entangled'")
     src.add_argument("--checkpoint", type=Path, metavar="PATH", help="a DINOv2 checkpoint (needs --name)")
     parser.add_argument("--name", help="model name for --checkpoint (the repaired one is NAME_sinder)")
     parser.add_argument("--arch", choices=sorted(ARCHS), help="override the detected architecture")
@@ -35,6 +40,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo model")
     parser.add_argument("--model-repo", type=Path, default=Path("model_repo"), metavar="DIR")
     parser.add_argument("--force", action="store_true", help="redo every step")
+    add_device_args(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -46,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
         if args.name or args.arch or args.interpolation or args.images or args.resolution:
             raise SinderError("--demo builds dinov2_demo with fixed settings; --name/--arch/--interpolation/"
                               "--images/--resolution go with --checkpoint")
-        build.build_demo(args.model_repo, force=args.force, seed=args.seed)
+        build.build_demo(args.model_repo, force=args.force, seed=args.seed, kind=args.demo, device=args.device,
+                         precision=args.compute_precision)
     else:
         if not args.name:
             raise SinderError("--checkpoint needs --name (the model's folder name in the repository)")
         build.build_checkpoint(args.checkpoint, args.name, args.model_repo, arch=args.arch,
                                interpolation=args.interpolation, images=args.images, resolution=args.resolution,
-                               force=args.force)
+                               force=args.force, device=args.device, precision=args.compute_precision)
     return 0

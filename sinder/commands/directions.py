@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..atomic import write_json
+from ..device import add_device_args
 from .common import add_model_args, load_from_args
 
 
@@ -32,19 +33,23 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="fit the FFNs on N sampled standard-normal inputs as the reference code does "
                              "(0: the exact closed-form fit)")
     parser.add_argument("--top-channels", type=int, default=5, metavar="K", help="largest channels listed per layer")
+    add_device_args(parser, precision=False)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import device
     from ..defects.directions import directions_summary
     from ..errors import SinderError
 
+    compute = device.resolve(args.device, "fp32")
     if args.samples < 0:
         raise SinderError(f"--samples must be >= 0, got {args.samples}")
     if args.top_channels < 1:
         raise SinderError(f"--top-channels must be >= 1, got {args.top_channels}")
     loaded = load_from_args(args)
+    loaded.model.to(compute.device)
     start = time.perf_counter()
     rows = directions_summary(loaded.model, n_samples=args.samples, seed=args.seed, top_channels=args.top_channels)
     seconds = round(time.perf_counter() - start, 3)
@@ -54,12 +59,13 @@ def run(args: argparse.Namespace) -> int:
         "method": "closed-form least-squares FFN fit" if args.samples == 0
         else f"least-squares FFN fit on {args.samples} standard-normal samples",
         "seconds": seconds,
+        "runtime": {**compute.describe(), "precision": "fp64 (the linearised block maps and their SVD)"},
         "layers": rows,
     }
     if loaded.synthetic:
-        from ..demo import DEMO_NOTE
+        from ..demo import demo_note
 
-        doc["note"] = f"SYNTHETIC: {DEMO_NOTE}"
+        doc["note"] = f"SYNTHETIC: {demo_note(loaded.source)}"
     if args.out is not None:
         write_json(args.out, doc)
         print(f"wrote {args.out}", file=sys.stderr)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import SinderError
+from ..device import add_device_args
 from .common import add_model_args, load_from_args
 
 
@@ -43,10 +44,13 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="a `sinder registers` report: export the model with its test-time register "
                              "(the extra token and the neuron edit in the graph; name it NAME_ttr by convention)")
     parser.add_argument("--variant-of", metavar="NAME",
-                        help="the original model this one derives from, linked in the manifest (default: NAME "
-                             "without its _sinder or _ttr suffix, for a repaired model or --registers)")
+                        help="the model folder of the original this one derives from (repaired: --repair-report, "
+                             "or with test-time registers: --registers), recorded in the manifest's variant link "
+                             "({\"kind\": \"sinder\" or \"ttr\", \"of\": NAME}) that /visualize and /models use "
+                             "(default: NAME without its _sinder or _ttr suffix)")
     parser.add_argument("--repair-report", type=Path, metavar="JSON",
                         help="repair_report.json of this checkpoint (default: the one beside --checkpoint, if any)")
+    add_device_args(parser, precision=False)  # where the parity step runs
     parser.set_defaults(func=run)
     return parser
 
@@ -90,13 +94,15 @@ def _variant(args, common: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import device
     from ..export import export_model
     from ..export.graph import DEFAULT_OPSET
 
+    compute = device.resolve(args.device, "fp32")
     loaded = load_from_args(args)
     report = _repair_report(args)
     common = dict(repair_summary=report, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
-                  opset=args.opset or DEFAULT_OPSET)
+                  opset=args.opset or DEFAULT_OPSET, device=compute.device)
     from ..export.api import default_direction
 
     model = _with_registers(loaded, args, common)  # checked before the slow direction

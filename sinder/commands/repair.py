@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SinderError
+from ..device import add_device_args
 from .common import add_model_args, load_from_args
 
 DEMO_RESOLUTION = 224  # the demo model is made for a CPU: 256 tokens instead of the reference's 1369
@@ -33,8 +34,10 @@ def register(subparsers) -> argparse.ArgumentParser:
         ),
     )
     add_model_args(parser)
-    parser.add_argument("--images", type=Path, metavar="DIR",
-                        help="folder of training images (with --demo: default the photos bundled with scikit-image)")
+    parser.add_argument("--images", type=Path, metavar="DIR|LIST",
+                        help="training images: a folder (searched recursively, every format Pillow reads) or a "
+                             "text file with one path per line (with --demo: default the photos bundled with "
+                             "scikit-image)")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE",
                         help="repaired checkpoint to write (.pth); repair_report.json goes in the same folder")
     g = parser.add_argument_group("training (defaults: the SINDER reference code)")
@@ -72,6 +75,15 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "is continued automatically")
     r.add_argument("--fresh", dest="resume", action="store_const", const="never",
                    help="ignore any resume file and start over")
+    c = parser.add_argument_group("compute")
+    add_device_args(c)
+    c.add_argument("--workers", type=int, default=None,
+                   help="image-decoding processes beside the training loop (default: all cores but one, at most 8)")
+    c.add_argument("--strict", action="store_true",
+                   help="fail at the first unreadable image (default: skip it with a warning and count it)")
+    c.add_argument("--dry-run", action="store_true",
+                   help="print the architecture, resolution, trainable epsilon count and the estimated peak memory "
+                        "and FLOPs per iteration for --device/--precision, then stop (reads only shapes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser
@@ -107,23 +119,36 @@ def _image_folder(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..images import list_images, split_images
+    from .. import device
+    from ..images import split_images
     from ..repair import REPORT_NAME, run_repair
+    from ..repair.data import collect_images, default_workers
 
     options = options_from_args(args)  # bad option values fail before anything slow happens
-    paths = list_images(_image_folder(args))
+    compute = device.from_args(args, "repair")  # so does a device or precision that is not there
+    if args.workers is not None and args.workers < 0:
+        raise SinderError(f"--workers must be >= 0, got {args.workers}")
+    if args.dry_run:
+        from ..repair.estimate import dry_run
+
+        print(dry_run(args, options, compute))
+        return 0
+    paths = collect_images(_image_folder(args))
     if len(paths) < 2:
         raise SinderError(f"need at least 2 images (some to train on, some held out), found {len(paths)}")
     train, held_out = split_images(paths, options.held_out_fraction, seed=options.seed)
     loaded = load_from_args(args)
-    _, report = run_repair(loaded, train, held_out, args.out, options,
-                           progress=not args.no_progress, resume=args.resume)
+    workers = default_workers() if args.workers is None else args.workers
+    _, report = run_repair(loaded, train, held_out, args.out, options, progress=not args.no_progress,
+                           resume=args.resume, compute=compute, workers=workers, strict=args.strict)
     before, after, fid = report["before"], report["after"], report["fidelity"]
     patch_cos = "n/a" if fid["patch_cosine"] is None else f"{fid['patch_cosine']:.4f}"
     tag = " [SYNTHETIC demo model]" if report["synthetic"] else ""
     print(f"repaired{tag}: {report['iterations']} iterations in {report['seconds']:.0f} s; held-out last layer: "
           f"defect fraction {before['defect_fraction']:.4f} -> {after['defect_fraction']:.4f}, "
           f"high-norm fraction {before['high_norm_fraction']:.4f} -> {after['high_norm_fraction']:.4f}; "
-          f"patch cosine {patch_cos}, CLS cosine {fid['cls_cosine']:.4f}")
+          f"patch cosine {patch_cos}, CLS cosine {fid['cls_cosine']:.4f}; "
+          f"{report['runtime']['device']} {report['runtime']['precision']}, "
+          f"{report['throughput']['images_per_s'] or 0:.2f} images/s")
     print(f"wrote {args.out} and {Path(args.out).parent / REPORT_NAME}", file=sys.stderr)
     return 0

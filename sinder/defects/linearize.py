@@ -12,7 +12,12 @@ Each block ``x + ls1*attn(norm1(x))`` then ``x + ls2*ffn(norm2(x))`` is replaced
 The reference code draws 100 000 samples and calls ``lstsq``. The fit has a closed form for
 standard-normal inputs: ``E[X X^T] = I`` so the population solution is ``L = E[y(X) X^T]``, and
 Stein's lemma (``E[X g(X)] = E[grad g(X)]``) reduces it to one-dimensional Gaussian expectations
-per hidden unit, which Gauss-Hermite quadrature gives to float precision. That is what the
+per hidden unit. For GELU that expectation is exact in closed form: with ``z ~ N(mu, sigma^2)``
+and ``s = sqrt(1 + sigma^2)``, ``E[gelu'(z)] = Phi(mu/s) + mu phi(mu/s) / s^3``. For SiLU (SwiGLU)
+and tanh-GELU it is integrated numerically in ``z`` itself, piecewise Gauss-Legendre with
+breakpoints where the activation bends (0, +-``_BEND``) and over +-``_SPAN`` standard deviations,
+so it stays accurate however large ``|w|`` is (a fixed Gauss-Hermite rule in the standardised
+variable loses the bend once ``|w|`` is a few units and its error grows with it). That is what the
 sampled fit converges to, without the sampling noise and in a fraction of the time;
 ``sampled_*`` below is the reference's sampled fit, used to check the closed form.
 """
@@ -25,14 +30,35 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-_QUAD_POINTS = 96
+_LEGENDRE_POINTS = 64  # per segment
+_SPAN = 12.0  # standard deviations each side of the mean
+_BEND = 30.0  # SiLU and tanh-GELU are linear to float precision beyond |z| = 30
 
 
-def _hermite(dtype: torch.dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nodes and weights with ``E[f(e)] ~ sum w f(x)`` for ``e ~ N(0, 1)``."""
-    x, w = np.polynomial.hermite_e.hermegauss(_QUAD_POINTS)
-    return (torch.tensor(x, dtype=dtype, device=device),
-            torch.tensor(w / math.sqrt(2 * math.pi), dtype=dtype, device=device))
+def _legendre(dtype: torch.dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    x, w = np.polynomial.legendre.leggauss(_LEGENDRE_POINTS)
+    return torch.tensor(x, dtype=dtype, device=device), torch.tensor(w, dtype=dtype, device=device)
+
+
+def gaussian_expectation(f, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``E[f(z)]`` for ``z ~ N(mean, std^2)``, per element of ``mean``/``std`` (``[H]``, float64).
+
+    ``f`` maps a ``[H, K]`` tensor of points to values. Piecewise Gauss-Legendre over
+    ``mean +- _SPAN std``, split at 0 and ``+-_BEND`` where those fall inside.
+    """
+    std = std.clamp_min(1e-300)
+    lo, hi = mean - _SPAN * std, mean + _SPAN * std
+    inner = torch.tensor([-_BEND, 0.0, _BEND], dtype=mean.dtype, device=mean.device)
+    cuts = torch.cat([lo[:, None], torch.maximum(torch.minimum(inner[None, :], hi[:, None]), lo[:, None]),
+                      hi[:, None]], dim=1)  # [H, 5], non-decreasing
+    x, w = _legendre(mean.dtype, mean.device)
+    left, right = cuts[:, :-1, None], cuts[:, 1:, None]  # [H, 4, 1]
+    half = (right - left) / 2
+    z = left + half * (x + 1)  # [H, 4, K]
+    u = (z - mean[:, None, None]) / std[:, None, None]
+    pdf = torch.exp(-0.5 * u * u) / (std[:, None, None] * math.sqrt(2 * math.pi))
+    values = f(z.reshape(z.shape[0], -1)).reshape(z.shape)
+    return (values * pdf * half * w).sum(dim=(1, 2))
 
 
 def _gelu_grad(z: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -51,6 +77,15 @@ def _silu_grad(z: torch.Tensor) -> torch.Tensor:
     return s * (1 + z * (1 - s))
 
 
+def gelu_slope(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Exact ``E[gelu'(z)]`` for ``z ~ N(mean, std^2)`` (erf GELU)."""
+    s = torch.sqrt(1 + std * std)
+    r = mean / s
+    cdf = 0.5 * (1 + torch.erf(r / math.sqrt(2)))
+    pdf = torch.exp(-0.5 * r * r) / math.sqrt(2 * math.pi)
+    return cdf + mean * pdf / s**3
+
+
 def gelu_fit(weight: torch.Tensor, bias: torch.Tensor | None, approximate: str = "none") -> torch.Tensor:
     """``L [H, C]`` of the least-squares fit ``gelu(W x + b) ~ L x`` over ``x ~ N(0, I)``.
 
@@ -60,10 +95,11 @@ def gelu_fit(weight: torch.Tensor, bias: torch.Tensor | None, approximate: str =
     """
     w = weight.detach().double()
     b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
-    nodes, qw = _hermite(torch.float64, w.device)
     scale = w.norm(dim=1)
-    z = b[:, None] + scale[:, None] * nodes[None, :]
-    slope = (_gelu_grad(z, approximate) * qw).sum(dim=1)
+    if approximate == "tanh":
+        slope = gaussian_expectation(lambda z: _gelu_grad(z, "tanh"), b, scale)
+    else:
+        slope = gelu_slope(b, scale)
     return slope[:, None] * w
 
 
@@ -79,13 +115,14 @@ def swiglu_fit(weight12: torch.Tensor, bias12: torch.Tensor | None) -> torch.Ten
     else:
         b1 = torch.zeros(w1.shape[0], dtype=torch.float64, device=w1.device)
         b2 = torch.zeros_like(b1)
-    nodes, qw = _hermite(torch.float64, w1.device)
-    s1 = w1.norm(dim=1).clamp_min(1e-30)
-    rho = (w1 * w2).sum(dim=1) / s1  # covariance of z1, z2 over the std of z1
-    z1 = b1[:, None] + s1[:, None] * nodes[None, :]
-    z2_mean = b2[:, None] + rho[:, None] * nodes[None, :]
-    a = ((_silu_grad(z1) * z2_mean) * qw).sum(dim=1)
-    c = (F.silu(z1) * qw).sum(dim=1)
+    s1 = w1.norm(dim=1)
+    k = (w1 * w2).sum(dim=1) / s1.clamp_min(1e-300) ** 2  # cov(z1, z2) / var(z1)
+
+    def gated_grad(z1: torch.Tensor) -> torch.Tensor:  # silu'(z1) E[z2 | z1]
+        return _silu_grad(z1) * (b2[:, None] + k[:, None] * (z1 - b1[:, None]))
+
+    a = gaussian_expectation(gated_grad, b1, s1)
+    c = gaussian_expectation(F.silu, b1, s1)
     return a[:, None] * w1 + c[:, None] * w2
 
 

@@ -40,10 +40,10 @@ def high_norm_mask(patch_tokens: torch.Tensor, factor: float = DEFAULT_NORM_FACT
 
 
 def _patch_tokens_per_layer(vit, image: torch.Tensor) -> list[torch.Tensor]:
-    dtype = next(vit.parameters()).dtype
-    with torch.no_grad():
-        outs = vit.block_outputs(image.unsqueeze(0).to(dtype))
-    return [vit.split(t)["patch"][0].float() for t in outs]
+    param = next(vit.parameters())
+    with torch.no_grad():  # under the caller's autocast, if any; the statistics are float32 on the CPU
+        outs = vit.block_outputs(image.unsqueeze(0).to(param.device, param.dtype))
+    return [vit.split(t)["patch"][0].float().cpu() for t in outs]
 
 
 def _mean_unit(vectors: torch.Tensor) -> torch.Tensor | None:

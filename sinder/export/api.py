@@ -66,6 +66,7 @@ def export_model(
     progress: bool = True,
     variant: Variant | None = None,
     registers_summary: dict | None = None,
+    device: torch.device | None = None,
 ) -> Path:
     """Export ``loaded`` to ``model_repo/name/<version>/`` (model.onnx, manifest.json) and
     write ``model_repo/name/config.pbtxt``. Returns the version folder.
@@ -76,7 +77,9 @@ def export_model(
     into place only once the checker and the parity checks pass. ``variant`` links the
     model to its original (default: ``sinder`` with a repair summary, ``ttr`` with a
     registers summary, of the model ``name`` names without its ``_sinder``/``_ttr`` suffix;
-    else ``original``). ``registers_summary`` is the manifest's ``registers`` block.
+    else ``original``). ``registers_summary`` is the manifest's ``registers`` block. The
+    graph is traced on the CPU; ``device`` is where the parity step runs (PyTorch reference
+    and, with onnxruntime's CUDA provider, the session).
     """
     if precision not in PRECISIONS:
         raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -92,7 +95,7 @@ def export_model(
         raise SinderError(str(exc)) from None
     if variant is None:
         variant = default_variant(name, SINDER if repair_summary else (TTR if registers_summary else ORIGINAL))
-    model = loaded.model.eval()
+    model = loaded.model.eval().cpu()  # traced on the CPU (the example input lives there)
     model_dir = Path(model_repo) / name
     version = version if version is not None else layout.next_version(model_dir)
     version_dir = model_dir / str(version)
@@ -135,7 +138,8 @@ def export_model(
         _log(f"[export {name}] 2/3 onnx.checker (full_check)", progress)
         _check(onnx_path)
         _log(f"[export {name}] 3/3 parity with PyTorch at {len(cases)} batch/resolution cases", progress)
-        figures = parity.measure_parity(model, onnx_path, direction, precision, cases, threshold_std)
+        figures = parity.measure_parity(model, onnx_path, direction, precision, cases, threshold_std, device=device)
+        model.cpu()
         manifest = build_manifest(
             loaded=loaded, name=name, version=version, precision=precision, max_batch_size=max_batch_size,
             resolution=resolution, direction=direction, direction_layer=arch.depth - 1,

@@ -6,6 +6,7 @@ The reference is the untouched PyTorch model in float32 (``forward_features`` an
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 
@@ -45,16 +46,17 @@ def parity_images(batch: int, height: int, width: int, seed: int = 0) -> np.ndar
 def reference_outputs(model: DinoVisionTransformer, images: np.ndarray, direction: torch.Tensor,
                       threshold_std: float) -> dict[str, np.ndarray]:
     """The graph's outputs computed with the PyTorch model, in the model's dtype."""
-    dtype = next(model.parameters()).dtype
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(dtype) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).reshape(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=dtype).reshape(1, 3, 1, 1)
+    param = next(model.parameters())
+    dtype, dev = param.dtype, param.device
+    x = torch.from_numpy(images).to(dev).permute(0, 3, 1, 2).to(dtype) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=dev).reshape(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=dtype, device=dev).reshape(1, 3, 1, 1)
     x = (x - mean) / std
     b, gh, gw = images.shape[0], images.shape[1] // model.patch_size, images.shape[2] // model.patch_size
     with torch.no_grad():
         out = model.forward_features(x)
         last = model.split(out["x_prenorm"])["patch"]
-        norms, align, mask = defect_diagnostics(last, direction, threshold_std)
+        norms, align, mask = defect_diagnostics(last, direction.to(dev, dtype), threshold_std)
     ref = {
         "cls_token": out["x_norm_clstoken"],
         "patch_tokens": out["x_norm_patchtokens"].reshape(b, gh, gw, -1),
@@ -64,7 +66,7 @@ def reference_outputs(model: DinoVisionTransformer, images: np.ndarray, directio
     }
     if model.num_register_tokens:
         ref["register_tokens"] = out["x_norm_regtokens"]
-    return {k: v.numpy() for k, v in ref.items()}
+    return {k: v.cpu().numpy() for k, v in ref.items()}
 
 
 def ill_conditioned(model: DinoVisionTransformer, images: np.ndarray, ref32: dict[str, np.ndarray],
@@ -81,7 +83,9 @@ def run_session(session, images: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(names, session.run(None, {"images": images})))
 
 
-def make_session(path: Path, threads: int | None = None):
+def make_session(path: Path, threads: int | None = None, device: torch.device | None = None):
+    """An onnxruntime session on the CPU, or on ``device``'s GPU (TF32 off) when it is a CUDA device
+    and this onnxruntime has the CUDA provider; ``session.get_providers()`` says which ran."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -89,7 +93,10 @@ def make_session(path: Path, threads: int | None = None):
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    providers: list = ["CPUExecutionProvider"]
+    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0, "use_tf32": 0}))
+    return ort.InferenceSession(str(path), opts, providers=providers)
 
 
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
@@ -121,6 +128,7 @@ def measure_parity(
     cases: list[tuple[int, int, int]],
     threshold_std: float,
     session=None,
+    device: torch.device | None = None,
 ) -> dict:
     """Compare the graph at ``onnx_path`` with ``model`` on ``cases`` (batch, height, width).
 
@@ -129,8 +137,33 @@ def measure_parity(
     float64 run, done only for a case that misses the bound. Returns the manifest's
     ``parity`` block. Raises ``SinderError`` when the figures miss the
     bounds: fp32 max abs ≤ 1e-4 on the features, fp16 mean cosine ≥ 0.999, int8 ≥ 0.99.
+    ``device``: where the PyTorch reference runs (TF32 off) and, with onnxruntime's CUDA
+    provider, the session too; the model is moved there.
     """
-    session = session or make_session(onnx_path)
+    if device is not None:
+        model.to(device)
+    session = session or make_session(onnx_path, device=device)
+    with _no_tf32():
+        result = _measure(model, session, direction, precision, cases, threshold_std)
+    from ..device import Compute, runtime_info
+
+    result["reference_runtime"] = runtime_info(Compute(next(model.parameters()).device, "fp32"))
+    result["session_providers"] = list(session.get_providers())
+    return result
+
+
+@contextlib.contextmanager
+def _no_tf32():
+    """The float32 reference in float32 on a GPU too (TF32 rounds matmul inputs to 10 mantissa bits)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _measure(model, session, direction, precision, cases, threshold_std) -> dict:
     feats = [f for f in FEATURES if f != "register_tokens" or model.num_register_tokens]
     rows, worst_abs, worst_cos = [], {f: 0.0 for f in feats}, {f: 1.0 for f in feats}
     for i, (b, h, w) in enumerate(cases):

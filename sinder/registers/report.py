@@ -125,9 +125,9 @@ def run_registers(loaded: LoadedModel, train: list[Path], held_out: list[Path], 
         "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
     }
     if loaded.synthetic:
-        from ..demo import DEMO_NOTE
+        from ..demo import demo_note
 
-        report["note"] = f"SYNTHETIC: {DEMO_NOTE}"
+        report["note"] = f"SYNTHETIC: {demo_note(loaded.source)}"
     if figures_dir is not None:
         from ..analyze import run_analysis
 

@@ -124,3 +124,81 @@ def _zero_lr(options: RepairOptions) -> RepairOptions:
     from dataclasses import replace
 
     return replace(options, lr=1e-9)  # far above float32 denormals, which would slow the arithmetic down
+
+
+def _forced_step(trainer: RepairTrainer, image: torch.Tensor, layer: int) -> None:
+    """One iteration whose loss is taken at ``layer`` whatever the tokens (a cost probe: the
+    neighbour loss itself is a few token-sized tensors), so that the window is full."""
+    model, compute = trainer.model, trainer.compute
+    with torch.no_grad(), compute.autocast():
+        x = model.prepare_tokens(image[None].to(trainer.device))
+    ins, outs = [], []
+    with torch.enable_grad():
+        for i, blk in enumerate(model.blocks[: layer + 1]):
+            xi = x.detach().requires_grad_(i > 0)
+            with compute.autocast():
+                out = blk(xi)
+            ins.append(xi)
+            outs.append(out)
+            drop = i - trainer.options.limit_layers
+            if drop >= 0:
+                ins[drop] = outs[drop] = None
+            x = out
+        loss = model.split(out)["patch"].float().square().mean()
+    trainer._backward(layer, loss, ins, outs)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+
+def measure_iteration(cfg, resolution: int, limit_layers: int = 10, compute=None, seed: int = 0) -> dict:
+    """Seconds and peak memory of repair iterations with a full window, on random weights of ``cfg``,
+    beside the ``--dry-run`` estimate of the same.
+
+    Two iterations (the first factorises the window's weights); memory is their peak over what
+    was in use before them: CUDA's max allocated bytes, or on the CPU the anonymous resident set
+    (sampled; shared-library pages left out), against the estimate's trained layers, autocast
+    casts and activations. On the CPU, run it in a fresh process.
+    """
+    import gc
+
+    from ..device import resolve
+    from ..model import build_model
+    from . import memory
+    from .estimate import estimate
+
+    compute = compute or resolve("cpu", "fp32")
+    dev = compute.device
+    torch.manual_seed(seed)
+    model = build_model(cfg).to(dev)
+    apply_svd(model)
+    side = resolution // cfg.patch_size * cfg.patch_size
+    opts = RepairOptions(resolution=side, limit_layers=limit_layers)
+    trainer = RepairTrainer(model, torch.zeros(cfg.depth, cfg.embed_dim), ["<probe>"], opts, progress=False,
+                            compute=compute)
+    image = torch.randn(3, side, side, generator=torch.Generator().manual_seed(seed))
+    layer = min(limit_layers, cfg.depth) - 1
+    sync = (lambda: torch.cuda.synchronize(dev)) if compute.is_cuda else (lambda: None)
+    gc.collect()
+    times = []
+    cuda_base = torch.cuda.memory_allocated(dev) if compute.is_cuda else 0
+    memory.reset_peak(dev)
+    with memory.PeakSampler() as cpu:
+        for _ in range(2):
+            sync()
+            t0 = time.perf_counter()
+            _forced_step(trainer, image, layer)
+            sync()
+            times.append(time.perf_counter() - t0)
+    if compute.is_cuda:
+        rise = torch.cuda.max_memory_allocated(dev) - cuda_base
+    else:
+        rise = cpu.peak - cpu.start
+    est = estimate(cfg, side, limit_layers, compute.precision, dev.type)
+    m = est["memory_bytes"]
+    return {
+        "arch": cfg.name, "resolution": side, "device": str(dev), "precision": compute.precision,
+        "first_iteration_s": times[0], "iteration_s": times[1], "window_blocks": layer + 1,
+        "measured_rise_bytes": int(rise),
+        "estimated_rise_bytes": int(m["trained_layers"] + m["autocast_casts"] + m["activations"]),
+        "estimated_peak_bytes": int(m["peak"]), "flops_per_iteration": est["flops_per_iteration"],
+    }

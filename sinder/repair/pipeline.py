@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -15,13 +16,14 @@ from ..model import LoadedModel
 from .evaluate import compare_models
 from .options import RepairOptions
 from .svd import apply_svd, fold_svd
-from .train import RepairTrainer, resume_path_for, training_preprocessing
+from .data import training_preprocessing
+from .train import RepairTrainer, resume_path_for
 
 REPORT_NAME = "repair_report.json"
 RESUME_MODES = ("auto", "require", "never")
 
 
-def _check_images(train_paths: Sequence[Path], heldout_paths: Sequence[Path]) -> None:
+def _check_images(train_paths: Sequence[Path], heldout_paths: Sequence[Path], strict: bool) -> list[Path]:
     if not train_paths:
         raise ImageError("no training images for the repair")
     if not heldout_paths:
@@ -29,11 +31,24 @@ def _check_images(train_paths: Sequence[Path], heldout_paths: Sequence[Path]) ->
     overlap = {str(Path(p).resolve()) for p in train_paths} & {str(Path(p).resolve()) for p in heldout_paths}
     if overlap:
         raise ImageError(f"held-out images are also training images: {', '.join(sorted(overlap)[:3])}")
-    # Fail on an unreadable held-out image now, not after a long training run.
+    # Decode the held-out images now, not after a long training run: an unreadable one is left out
+    # with a warning (with strict, it fails), and none readable is an error.
     from ..images import check_readable
 
+    readable, why = [], ""
     for p in heldout_paths:
-        check_readable(p)
+        try:
+            check_readable(p)
+        except ImageError as exc:
+            if strict:
+                raise
+            why = str(exc)
+            print(f"warning: leaving out unreadable held-out image: {why}", file=sys.stderr)
+            continue
+        readable.append(p)
+    if not readable:
+        raise ImageError(f"none of the {len(heldout_paths)} held-out images is readable (the last: {why})")
+    return readable
 
 
 def run_repair(
@@ -44,14 +59,23 @@ def run_repair(
     options: RepairOptions | None = None,
     progress: bool = True,
     resume: str = "auto",
+    compute=None,
+    workers: int = 0,
+    strict: bool = False,
 ) -> tuple[LoadedModel, dict]:
     """Repair ``loaded`` on ``train_paths``, measure it on ``heldout_paths``, write ``out`` and the report.
 
     ``out`` receives the repaired state dict (official key layout, plain tensors, atomically)
     and ``out.parent / "repair_report.json"`` the figures. ``resume``: ``"auto"`` continues a
     matching interrupted run, ``"require"`` insists on one, ``"never"`` starts over. The input
-    model is left untouched. Returns the repaired model and the report.
+    model's weights are left untouched (it is moved to ``compute.device``). ``compute``
+    (``sinder.device.Compute``, default CPU fp32): device and autocast precision of training;
+    ``workers``: image-decoding processes; ``strict``: the first unreadable image fails the run.
+    Returns the repaired model and the report.
     """
+    from ..device import resolve
+
+    compute = compute or resolve("cpu", "fp32")
     options = options or RepairOptions()
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
@@ -59,7 +83,8 @@ def run_repair(
     if out.is_dir():
         raise SinderError(f"output {out} is a folder; give a file name such as {out / 'model_sinder.pth'}")
     train_paths, heldout_paths = [Path(p) for p in train_paths], [Path(p) for p in heldout_paths]
-    _check_images(train_paths, heldout_paths)
+    planned_held_out = len(heldout_paths)
+    heldout_paths = _check_images(train_paths, heldout_paths, strict)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -70,17 +95,20 @@ def run_repair(
 
     from ..defects.directions import directions_of, predict_directions
 
-    original = loaded.model.eval()
+    original = loaded.model.eval().to(compute.device)
     directions = directions_of(loaded).vectors
     model = copy.deepcopy(original)
     apply_svd(model)
+    # The precision is not part of the run's identity: after running out of memory, the same
+    # command with --precision bf16 continues the run.
     fingerprint = {
         "model_sha256": loaded.sha256,
         "arch": loaded.arch.name,
         "options": options.training_dict(),
         "images": [str(p.resolve()) for p in train_paths],
     }
-    trainer = RepairTrainer(model, directions, train_paths, options, resume_path_for(out), fingerprint, progress)
+    trainer = RepairTrainer(model, directions, train_paths, options, resume_path_for(out), fingerprint, progress,
+                            compute=compute, workers=workers, strict=strict)
     resumed_from = trainer.iteration if trainer.try_resume(resume) else None
     result = trainer.run()
 
@@ -105,7 +133,13 @@ def run_repair(
         "model": loaded.describe(),
         "output": {"path": str(out), "sha256": sha, "layout": "official DINOv2 state dict (SINDER repaired)"},
         "images": {"train": len(train_paths), "held_out": len(heldout_paths),
-                   "held_out_names": [p.name for p in heldout_paths]},
+                   "held_out_names": [p.name for p in heldout_paths],
+                   "unreadable": len(result.unreadable) + planned_held_out - len(heldout_paths),
+                   "unreadable_train": result.unreadable},
+        "runtime": {**compute.describe(), "workers": workers},
+        "throughput": {"images_per_s": result.images_per_s,
+                       "note": "training iterations of this run (one image each) per second of training"},
+        "memory": result.memory,
         "options": {**options.to_dict(), "measure_resolution": measure_res},
         "training_preprocessing": training_preprocessing(options.resolution),
         "iterations": result.iterations,

@@ -18,6 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 class _ShiftedLinear(torch.autograd.Function):
     """``y = x Wᵀ + b`` with ``W = W0 + U·diag(ε)·Vh`` precomputed; gradients for x and ε only.
 
@@ -25,31 +29,42 @@ class _ShiftedLinear(torch.autograd.Function):
     form dL/dW before projecting it; here W is cached between optimiser steps and dL/dε is
     taken along whichever of two equivalent paths costs fewer multiply-adds for the token count.
     The factors are asked for only here, so a layer that never gets a gradient is never factorised.
+
+    Under autocast the products run in the autocast dtype with W and the factors cast once per
+    optimiser step (cached), and dL/dε is summed in float32: ε and its gradient stay float32.
     """
 
     @staticmethod
     def forward(ctx, x, eps, weight, bias, module):
+        dt = _autocast_dtype(x.device.type)
+        ctx.module, ctx.x_dtype, ctx.dt = module, x.dtype, dt
+        if dt is not None:
+            weight, x = module.cast(dt), x.to(dt)
+            bias = None if bias is None else bias.to(dt)
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.linear(x, weight, bias)
         ctx.save_for_backward(x, weight)
-        ctx.module = module
-        return F.linear(x, weight, bias)
+        return y
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         grad_x = grad_eps = None
+        grad_out = grad_out.to(weight.dtype)
         if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ weight
+            grad_x = (grad_out @ weight).to(ctx.x_dtype)
         if ctx.needs_input_grad[1]:
-            u, _, vh = ctx.module.factors()
+            u, vh = ctx.module.cast_factors(weight.dtype)
             g = grad_out[..., ctx.module.row0 :].reshape(-1, u.shape[0])
             xs = x.reshape(-1, vh.shape[1])
             n, (out_f, rank), in_f = g.shape[0], u.shape, vh.shape[1]
             # dL/dε_i = u_iᵀ (gᵀx) v_i: either project each token first (n·r·(out+in))
             # or form gᵀx first (n·out·in + r·out·in); same value, pick the cheaper.
+            acc = ctx.module.epsilon.dtype  # the sum over tokens in ε's own precision
             if n * rank * (out_f + in_f) <= out_f * in_f * (n + rank):
-                grad_eps = ((g @ u) * (xs @ vh.T)).sum(0)
+                grad_eps = ((g @ u).to(acc) * (xs @ vh.T).to(acc)).sum(0)
             else:
-                grad_eps = ((u.T @ (g.T @ xs)) * vh).sum(1)
+                grad_eps = ((u.T @ (g.T @ xs)).to(acc) * vh.to(acc)).sum(1)
         return grad_x, grad_eps, None, None, None
 
 
@@ -85,6 +100,8 @@ class SVDLinear(nn.Module):
         for name in ("U", "S", "Vh"):
             self.register_buffer(name, None, persistent=False)
         self._cache: tuple[tuple[int, int], torch.Tensor] | None = None
+        self._cast: tuple | None = None  # (key, effective weight in the autocast dtype)
+        self._cast_factors: tuple | None = None  # (dtype, U, Vh) in the autocast dtype
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(U, S, Vh)`` of the trainable rows ``weight0[row0:]``."""
@@ -108,6 +125,24 @@ class SVDLinear(nn.Module):
                 weight = torch.cat([self.weight0[: self.row0], shifted]) if self.row0 else shifted
         self._cache = (key, weight)
         return weight
+
+    def cast(self, dtype: torch.dtype) -> torch.Tensor:
+        """The effective weight in ``dtype`` (autocast's), cast once per optimiser step."""
+        weight = self.effective_weight()
+        if weight.dtype == dtype:
+            return weight
+        key = (self._cache[0], dtype)  # the ε version effective_weight() was computed for
+        if self._cast is None or self._cast[0] != key:
+            self._cast = (key, weight.to(dtype))
+        return self._cast[1]
+
+    def cast_factors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        u, _, vh = self.factors()
+        if u.dtype == dtype:
+            return u, vh
+        if self._cast_factors is None or self._cast_factors[0] != dtype:
+            self._cast_factors = (dtype, u.to(dtype), vh.to(dtype))
+        return self._cast_factors[1], self._cast_factors[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.effective_weight()

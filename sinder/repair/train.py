@@ -12,10 +12,15 @@ Gradients are carried block by block (each block runs on a detached copy of its 
 so the backward pass ends exactly at the first block of the window instead of
 computing gradients for earlier blocks and throwing them away.
 
-The loop is resumable: every ``save_every`` iterations, on Ctrl-C and at the end it
-writes ε, the optimiser state, the iteration and the clean/defective history to a resume
-file (plain tensors and dicts, atomically). The image order is a pure function of the
-seed and the epoch, so the iteration number fixes where the run continues.
+Images stream in through ``sinder.repair.data`` (worker processes decode them); an
+unreadable one is skipped with a warning, counted, and does not count as an iteration.
+The forward and backward passes run under the ``Compute``'s autocast; the loss, ε and its
+gradient stay float32.
+
+The loop is resumable (``sinder.repair.resume``): every ``save_every`` iterations, on
+Ctrl-C and at the end it writes ε, the optimiser state, the stream position and the
+clean/defective history to a resume file. The image order is a pure function of the seed
+and the epoch, so the stream position fixes where the run continues.
 """
 
 from __future__ import annotations
@@ -34,44 +39,13 @@ from typing import Callable, Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from ..atomic import write_with
-from ..errors import SinderError
+from ..errors import ImageError, SinderError
+from . import memory, resume
+from .data import TrainImages, epoch_order, load_train_image, stream  # noqa: F401 - epoch_order re-exported
 from .loss import neighbour_loss
 from .options import RepairOptions
+from .resume import read_resume, resume_path_for  # noqa: F401 - the trainer's public names
 from .svd import block_epsilons, named_epsilons
-
-RESUME_FORMAT = "sinder-repair-resume"
-RESUME_VERSION = 1
-MAX_CACHED_BYTES = 512 * 2**20  # keep decoded training images in memory up to this size
-
-
-def resume_path_for(out: Path) -> Path:
-    """Where the resume state of a repair writing ``out`` lives: beside it."""
-    out = Path(out)
-    return out.with_name(out.name + ".resume.pt")
-
-
-TRAINING_POLICY = "center_square"  # the reference's training crop (contract/preprocess.py)
-
-
-def load_train_image(path: Path, resolution: int) -> torch.Tensor:
-    """The reference's training crop: the centre square, its side to ``resolution``, normalised."""
-    from ..images import load_image
-
-    return load_image(path, resolution, policy=TRAINING_POLICY)
-
-
-def training_preprocessing(resolution: int) -> dict:
-    """How the training images were prepared, for the report and the repaired model's manifest."""
-    from ..images import image_rule
-
-    return image_rule(resolution).model_copy(update={"policy": TRAINING_POLICY}).model_dump()
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The order of the ``n`` training images in ``epoch``: a permutation fixed by (seed, epoch)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=gen).tolist()
 
 
 @dataclass
@@ -90,6 +64,9 @@ class TrainResult:
     steps: int  # optimiser steps taken
     seconds: float
     loss_layers: dict[int, int] = field(default_factory=dict)  # layer -> how many iterations had their loss there
+    images_per_s: float | None = None  # iterations of this run / its seconds
+    memory: dict = field(default_factory=dict)  # peaks (memory.peaks)
+    unreadable: dict[str, str] = field(default_factory=dict)  # path -> why, for the images skipped
 
 
 class _DeferredInterrupt:
@@ -117,24 +94,26 @@ class _DeferredInterrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    # A terminal's Ctrl-C reaches the decoding workers too: the main process decides what happens.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class RepairTrainer:
     """Trains the ε of a model already rewritten by :func:`sinder.repair.svd.apply_svd`.
 
     ``fingerprint`` identifies the run (model hash, training options, images); a resume
-    file is only continued when its fingerprint is equal.
+    file is only continued when its fingerprint is equal. ``compute`` (``sinder.device``):
+    device and autocast precision, default the device the model is on, fp32. ``workers``:
+    decoding processes (0: in this process). ``strict``: the first unreadable image fails the run.
     """
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        directions: torch.Tensor,
-        images: Sequence[Path],
-        options: RepairOptions,
-        resume_file: Path | None = None,
-        fingerprint: dict | None = None,
-        progress: bool = True,
-        image_loader: Callable[[Path, int], torch.Tensor] = load_train_image,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, directions: torch.Tensor, images: Sequence[Path],
+                 options: RepairOptions, resume_file: Path | None = None, fingerprint: dict | None = None,
+                 progress: bool = True, image_loader: Callable[[Path, int], torch.Tensor] = load_train_image,
+                 compute=None, workers: int = 0, strict: bool = False) -> None:
+        from ..device import Compute
+
         if not images:
             raise SinderError("no training images")
         depth = len(model.blocks)
@@ -142,55 +121,26 @@ class RepairTrainer:
             raise ValueError(f"{directions.shape[0]} defect directions for a model of depth {depth}")
         self.model = model
         ref = next(model.parameters())
-        self.device, self.dtype = ref.device, ref.dtype
-        self.directions = directions.detach().to(self.device, self.dtype)
+        self.compute = compute or Compute(ref.device, "fp32")
+        self.device, self.dtype = self.compute.device, ref.dtype
+        self.model.to(self.device)
+        self.directions = directions.detach().to(self.device, torch.float32)
         self.images = list(images)
         self.options = options
         self.resume_file = resume_file
         self.fingerprint = dict(fingerprint or {})
         self.progress = progress
-        self.image_loader = image_loader
+        self.dataset = TrainImages(self.images, options.resolution, image_loader)
+        self.workers, self.strict = workers, strict
         self.block_eps = block_epsilons(model)
         self.eps = named_epsilons(model)
         self.optimizer = torch.optim.SGD(list(self.eps.values()), lr=options.lr, momentum=options.momentum)
-        self.iteration = 0
+        self.iteration = 0  # images trained on
+        self.position = 0  # images drawn from the stream, readable or not
         self.steps = 0
         self.history: deque[bool] = deque([False] * options.window, maxlen=options.window)
         self.loss_layers: dict[int, int] = {}
-        self._order: tuple[int, list[int]] | None = None
-        self._cache: dict[int, torch.Tensor] = {}
-        self._cache_ok = True
-
-    # ---- image order -------------------------------------------------------------------
-    def image_index(self, iteration: int) -> int:
-        n = len(self.images)
-        epoch = iteration // n
-        if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, epoch_order(n, self.options.seed, epoch))
-        return self._order[1][iteration % n]
-
-    def _image(self, index: int) -> torch.Tensor:
-        if index in self._cache:
-            return self._cache[index]
-        img = self.image_loader(self.images[index], self.options.resolution)
-        if self._cache_ok:
-            if (len(self._cache) + 1) * img.numel() * img.element_size() <= MAX_CACHED_BYTES:
-                self._cache[index] = img
-            else:
-                self._cache_ok = False
-                self._cache.clear()
-        return img
-
-    def preload(self) -> None:
-        """Decode every training image now when they all fit in the cache: a bad file fails at once."""
-        if not self._cache_ok or self.iteration >= self._limit():
-            return
-        side = self.options.resolution // self.model.patch_size * self.model.patch_size
-        if len(self.images) * 3 * side * side * 4 > MAX_CACHED_BYTES:
-            return
-        for index in tqdm(range(len(self.images)), desc="loading images", unit="image", file=sys.stderr,
-                          disable=not self.progress or len(self.images) < 50, leave=False):
-            self._image(index)
+        self.unreadable: dict[int, str] = {}  # image index -> why
 
     # ---- one iteration ------------------------------------------------------------------
     def step(self, image: torch.Tensor) -> StepResult:
@@ -198,22 +148,25 @@ class RepairTrainer:
         opts, model = self.options, self.model
         patch = model.patch_size
         gh, gw = image.shape[-2] // patch, image.shape[-1] // patch
-        with torch.no_grad():
-            x = model.prepare_tokens(image[None].to(self.device, self.dtype))
+        autocast = self.compute.autocast
+        with torch.no_grad(), autocast():
+            x = model.prepare_tokens(image[None].to(self.device, self.dtype, non_blocking=True))
         ins: list[torch.Tensor | None] = []
         outs: list[torch.Tensor | None] = []
         found = None
         with torch.enable_grad():
             for i, blk in enumerate(model.blocks):
                 xi = x.detach().requires_grad_(i > 0)
-                out = blk(xi)
+                with autocast():
+                    out = blk(xi)
                 ins.append(xi)
                 outs.append(out)
                 # A block this far back cannot fall in the window of any later loss layer.
                 drop = i - opts.limit_layers
                 if drop >= 0:
                     ins[drop] = outs[drop] = None
-                tokens = model.split(out)["patch"][0].reshape(gh, gw, -1)
+                # the loss and its reference quantities in float32, whatever the autocast
+                tokens = model.split(out)["patch"][0].float().reshape(gh, gw, -1)
                 res = neighbour_loss(tokens, self.directions[i], opts.mask_threshold, opts.kernel, opts.temperature)
                 if res is not None and res.count >= opts.skip_less_than:
                     found = (i, res)
@@ -256,45 +209,53 @@ class RepairTrainer:
         return min(limit, self.iteration + max(0, missing))
 
     def _limit(self) -> int:
-        limit = self.options.max_iterations
+        return self.options.max_iterations
+
+    def _stream_end(self) -> int:
         if self.options.max_epochs is not None:
-            limit = min(limit, self.options.max_epochs * len(self.images))
-        return limit
+            return self.options.max_epochs * len(self.images)
+        return sys.maxsize
+
+    def _done(self, limit: int) -> bool:
+        return self.iteration >= limit or self.clean_fraction() >= self.options.stop_fraction
+
+    def _skip(self, index: int, why: str) -> None:
+        if self.strict:
+            raise ImageError(f"{why} (--strict: the first unreadable training image stops the run)")
+        if index not in self.unreadable:
+            print(f"warning: skipping unreadable training image: {why}", file=sys.stderr)
+            self.unreadable[index] = why
+        if len(self.unreadable) == len(self.images):
+            raise ImageError(f"none of the {len(self.images)} training images is readable (the last: {why})")
+
+    def _stream(self):
+        return stream(self.dataset, self.options.seed, self.position, self._stream_end(), self.workers,
+                      pin_memory=self.compute.is_cuda, worker_init_fn=_ignore_sigint)
 
     def run(self) -> TrainResult:
         limit = self._limit()
-        start = time.perf_counter()
-        stopped = False
+        start, first_iteration = time.perf_counter(), self.iteration
         self.model.train()
+        memory.reset_peak(self.device)
         guard = _DeferredInterrupt()
-        self.preload()
-        bar = tqdm(total=self._projected_total(limit), initial=self.iteration, desc="repair", unit="it",
+        bar = tqdm(total=self._projected_total(limit), initial=self.iteration, desc="repair", unit="img",
                    file=sys.stderr, disable=not self.progress, dynamic_ncols=True, leave=False)
         try:
             with guard.installed():
-                while self.iteration < limit:
-                    if self.clean_fraction() >= self.options.stop_fraction:
-                        stopped = True
-                        break
-                    result = self.step(self._image(self.image_index(self.iteration)))
-                    self.history.append(result.layer is None)
-                    if result.layer is not None:
-                        self.loss_layers[result.layer] = self.loss_layers.get(result.layer, 0) + 1
-                    self.steps += int(result.stepped)
-                    self.iteration += 1
-                    bar.total = self._projected_total(limit)
-                    bar.update(1)
-                    bar.set_postfix(clean=f"{self.clean_fraction():.2f}/{self.options.stop_fraction:.2f}",
-                                    layer=result.layer, refresh=False,
-                                    loss=None if result.loss is None else f"{result.loss:.3f}")
+                for index, image, why in ([] if self._done(limit) else self._stream()):
+                    self.position += 1
+                    if image is None:
+                        self._skip(index, why)
+                        continue
+                    self._iterate(image, bar, limit)
                     if guard.requested:
                         raise KeyboardInterrupt
                     if self.resume_file is not None and self.iteration % self.options.save_every == 0:
                         self.save()
-                else:
-                    stopped = self.clean_fraction() >= self.options.stop_fraction
+                    if self._done(limit):
+                        break
         except SinderError:
-            # an unreadable training image: keep what was learnt so far
+            # nothing readable left: keep what was learnt so far
             if self.resume_file is not None and self.iteration:
                 self.save()
             raise
@@ -304,80 +265,48 @@ class RepairTrainer:
                 print(f"repair interrupted at iteration {self.iteration}; state saved to {self.resume_file}, "
                       "run the same command again to continue", file=sys.stderr)
             raise
+        except Exception as exc:
+            if memory.is_out_of_memory(exc):  # the resume file of the last save is left as it was
+                raise memory.out_of_memory_error(exc, self.device, self.iteration, self.resume_file) from None
+            raise
         finally:
             bar.close()
             self.model.eval()
         if self.resume_file is not None:
             self.save()
-        return TrainResult(iterations=self.iteration, stopped_early=stopped, clean_fraction=self.clean_fraction(),
-                           steps=self.steps, seconds=time.perf_counter() - start, loss_layers=dict(self.loss_layers))
+        seconds = time.perf_counter() - start
+        done = self.iteration - first_iteration
+        return TrainResult(iterations=self.iteration, stopped_early=self.clean_fraction() >= self.options.stop_fraction,
+                           clean_fraction=self.clean_fraction(), steps=self.steps, seconds=seconds,
+                           loss_layers=dict(self.loss_layers), images_per_s=done / seconds if done and seconds else None,
+                           memory=memory.peaks(self.device),
+                           unreadable={str(self.images[i]): why for i, why in sorted(self.unreadable.items())})
 
-    # ---- resume -------------------------------------------------------------------------
+    def _iterate(self, image: torch.Tensor, bar, limit: int) -> None:
+        result = self.step(image)
+        self.history.append(result.layer is None)
+        if result.layer is not None:
+            self.loss_layers[result.layer] = self.loss_layers.get(result.layer, 0) + 1
+        self.steps += int(result.stepped)
+        self.iteration += 1
+        bar.total = self._projected_total(limit)
+        bar.update(1)
+        if bar.disable:
+            return
+        peak = memory.peaks(self.device)
+        bar.set_postfix(clean=f"{self.clean_fraction():.2f}/{self.options.stop_fraction:.2f}", layer=result.layer,
+                        loss=None if result.loss is None else f"{result.loss:.3f}", refresh=False,
+                        mem=memory.gib(peak.get("cuda_max_allocated_bytes", peak["cpu_peak_rss_bytes"])))
+
+    # ---- resume (sinder.repair.resume) ----------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            "format": RESUME_FORMAT,
-            "version": RESUME_VERSION,
-            "fingerprint": self.fingerprint,
-            "iteration": self.iteration,
-            "steps": self.steps,
-            "history": torch.tensor(list(self.history), dtype=torch.bool),
-            "loss_layers": {str(k): v for k, v in self.loss_layers.items()},
-            "epsilon": {name: p.detach().clone() for name, p in self.eps.items()},
-            "optimizer": self.optimizer.state_dict(),
-        }
+        return resume.state_of(self)
 
     def save(self) -> None:
-        state = self.state_dict()
-        write_with(self.resume_file, lambda tmp: torch.save(state, tmp))
+        resume.save(self)
 
     def load_state_dict(self, state: dict) -> None:
-        names = set(self.eps)
-        if set(state["epsilon"]) != names:
-            raise SinderError("resume state does not match the model's layers")
-        with torch.no_grad():
-            for name, p in self.eps.items():
-                value = state["epsilon"][name]
-                if value.shape != p.shape:
-                    raise SinderError(f"resume state: {name} has shape {tuple(value.shape)}, expected {tuple(p.shape)}")
-                p.copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration = int(state["iteration"])
-        self.steps = int(state["steps"])
-        history = state["history"].tolist()
-        if len(history) != self.options.window:
-            raise SinderError(f"resume state has a window of {len(history)}, expected {self.options.window}")
-        self.history = deque((bool(h) for h in history), maxlen=self.options.window)
-        self.loss_layers = {int(k): int(v) for k, v in state.get("loss_layers", {}).items()}
+        resume.load_into(self, state)
 
     def try_resume(self, mode: str = "auto") -> bool:
-        """Continue from the resume file. ``mode``: ``"auto"`` (when it exists and matches),
-        ``"require"`` (error unless it does) or ``"never"``. Returns whether it resumed."""
-        if mode == "never" or self.resume_file is None:
-            return False
-        path = self.resume_file
-        if not path.is_file():
-            if mode == "require":
-                raise SinderError(f"no resume file at {path}")
-            return False
-        state = read_resume(path)
-        if state is None or state.get("fingerprint") != self.fingerprint:
-            if mode == "require":
-                why = "unreadable" if state is None else "from a different model, image set or options"
-                raise SinderError(f"resume file {path} is {why}; rerun without --resume to start over")
-            print(f"ignoring resume file {path}: it is from a different model, image set or options",
-                  file=sys.stderr)
-            return False
-        self.load_state_dict(state)
-        print(f"resuming repair at iteration {self.iteration} from {path}", file=sys.stderr)
-        return True
-
-
-def read_resume(path: Path) -> dict | None:
-    """The resume state at ``path``, or None when it is not one (never unpickles objects)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any unreadable file means "nothing to resume"
-        return None
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT or state.get("version") != RESUME_VERSION:
-        return None
-    return state
+        return resume.try_resume(self, mode)

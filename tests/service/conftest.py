@@ -24,7 +24,7 @@ def _no_sinder_env():
 
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory) -> Path:
-    """models tiny (original), tiny_sinder (repaired pair, default), tiny_reg (2 registers); plus reports/."""
+    """models tiny (original), tiny_sinder (repaired pair, default), tiny_reg (2 registers); plus tiny/reports/."""
     return _tiny.write_repo(tmp_path_factory.mktemp("model_repo"))
 
 

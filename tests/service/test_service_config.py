@@ -69,6 +69,15 @@ def test_unknown_variables_name_the_closest_setting():
     assert len(messages) == 3  # known settings (any case) and the tool's SINDER_CACHE pass
 
 
+def test_kubernetes_service_links_are_not_taken_for_typos():
+    links = {"SINDER_SERVE_SERVICE_HOST": "10.0.0.7", "SINDER_SERVE_SERVICE_PORT": "8000",
+             "SINDER_SERVE_SERVICE_PORT_HTTP": "8000", "SINDER_SERVE_PORT": "tcp://10.0.0.7:8000",
+             "SINDER_SERVE_PORT_8000_TCP": "tcp://10.0.0.7:8000", "SINDER_SERVE_PORT_8000_TCP_PROTO": "tcp",
+             "SINDER_SERVE_PORT_8000_TCP_PORT": "8000", "SINDER_SERVE_PORT_8000_TCP_ADDR": "10.0.0.7"}
+    assert unknown_variables(links) == []
+    assert unknown_variables({"SINDER_SERVE_PORT": "8000"}) == ["unknown setting SINDER_SERVE_PORT; did you mean SINDER_PORT?"]
+
+
 def test_cli_stops_on_a_misspelled_variable_with_exit_2(tmp_path):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SINDER_")},
            "SINDER_API_KEYS": "secret-key", "SINDER_MODEL_REPO": str(tmp_path)}

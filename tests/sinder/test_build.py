@@ -59,7 +59,7 @@ def stubs(monkeypatch):
         (out.parent / "config.pbtxt").write_text(config_pbtxt(name, inputs, outputs, 1))
         return out
 
-    def run_repair(loaded, train, held, out, options=None, progress=True):
+    def run_repair(loaded, train, held, out, options=None, progress=True, **kw):
         calls["repair"] += 1
         assert not set(train) & set(held) and options.resolution == build.DEMO_RESOLUTION
         torch.save(loaded.model.state_dict(), out)
@@ -69,7 +69,7 @@ def stubs(monkeypatch):
         repaired.sha256 = "f" * 64
         return repaired, report
 
-    def run_analysis(loaded, paths, out_dir, resolution=224, repaired=None, progress=True):
+    def run_analysis(loaded, paths, out_dir, resolution=224, repaired=None, progress=True, **kw):
         calls["analysis"].append(repaired is not None)
         write_json(Path(out_dir) / "analysis.json", {"images": len(paths)})
         return {}
@@ -208,6 +208,20 @@ def test_build_demo_rebuilds_when_the_demo_weights_change(tmp_path, images, stub
     rebuilt = build.build_demo(repo)
     assert all(s["status"] == "built" for s in rebuilt["steps"])
     assert "differs" in capsys.readouterr().err
+
+
+def test_build_cli_demo_entangled_builds_its_own_names(tmp_path, images, stubs, monkeypatch):
+    import sinder.demo
+    import sinder.images
+    from sinder.cli import main
+
+    monkeypatch.setattr(sinder.images, "demo_images_dir", lambda *a, **k: images)
+    kinds = []
+    monkeypatch.setattr(sinder.demo, "load_demo_kind", lambda kind, seed=0: kinds.append(kind) or tiny_loaded())
+    repo = tmp_path / "repo"
+    assert main(["build", "--demo", "entangled", "--model-repo", str(repo)]) == 0
+    assert kinds == ["entangled"]
+    assert (repo / "dinov2_demo_entangled" / "1").is_dir() and (repo / "dinov2_demo_entangled_sinder" / "1").is_dir()
 
 
 def test_build_cli_for_a_checkpoint(tmp_path, images, stubs):

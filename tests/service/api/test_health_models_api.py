@@ -51,7 +51,7 @@ def test_models_list_states_providers_and_the_default(client):
     body = client.get("/models").json()
     assert body["default_model"] == "tiny_sinder"
     models = {m["name"]: m for m in body["models"]}
-    assert set(models) == {"tiny", "tiny_sinder", "tiny_reg"}  # reports/ is not a model
+    assert set(models) == {"tiny", "tiny_sinder", "tiny_reg"}  # tiny/reports/ is not a version
     assert all(m["provider"] == "CPUExecutionProvider" and m["state"] == "ready" for m in models.values())
     assert models["tiny_sinder"]["repaired"] is True and models["tiny"]["repaired"] is False
     assert models["tiny_sinder"]["default"] is True

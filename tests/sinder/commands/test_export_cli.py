@@ -61,3 +61,12 @@ def test_export_cli_missing_checkpoint(tmp_path, capsys):
                  "--model-repo", str(tmp_path / "repo")])
     assert code == 2
     assert "nope.pth" in capsys.readouterr().err
+
+
+def test_export_cli_variant_of_needs_a_repair_report(tmp_path, checkpoint, capsys):
+    code = main(["export", "--checkpoint", str(checkpoint), "--name", "x", "--variant-of", "orig",
+                 "--model-repo", str(tmp_path / "repo")])
+    assert code == 2
+    (err,) = _error(capsys)
+    assert "--variant-of" in err and "--repair-report" in err
+    assert not (tmp_path / "repo" / "x").exists()

@@ -87,7 +87,9 @@ def test_repair_run_writes_checkpoint_and_report(tmp_path, capsys, monkeypatch):
     assert "SYNTHETIC" in captured.out and "iterations" in captured.out
     report = json.loads((out.parent / REPORT_NAME).read_text())
     assert report["iterations"] == 6 and report["options"]["lr"] == 0.01
-    assert report["images"] == {"train": 3, "held_out": 2, "held_out_names": report["images"]["held_out_names"]}
+    assert report["images"]["train"] == 3 and report["images"]["held_out"] == 2 and report["images"]["unreadable"] == 0
+    assert report["runtime"]["device"] == "cpu" and report["runtime"]["precision"] == "fp32"
+    assert "images/s" in captured.out
     assert set(torch.load(out, weights_only=True)) == set(toy_loaded().model.state_dict())
 
 
@@ -100,3 +102,49 @@ def test_demo_uses_the_bundled_photos(tmp_path, capsys, monkeypatch):
     report = json.loads((tmp_path / REPORT_NAME).read_text())
     assert report["synthetic"] is True and report["model"]["source"] == "demo:seed=0"
     assert report["images"]["train"] + report["images"]["held_out"] >= 10
+
+
+def test_images_from_a_list_file_and_nested_folders(tmp_path, capsys, monkeypatch):
+    from sinder.commands import repair as repair_cmd
+    from sinder.repair.data import collect_images
+
+    monkeypatch.setattr(repair_cmd, "load_from_args", lambda args: toy_loaded())
+    _images(tmp_path / "set" / "a", 2)
+    _images(tmp_path / "set" / "b" / "deeper", 2)
+    Image.fromarray(np.zeros((130, 120, 3), np.uint8)).save(tmp_path / "set" / "b" / "x.webp")
+    found = collect_images(tmp_path / "set")
+    assert len(found) == 5 and any(p.suffix == ".webp" for p in found)
+    listing = tmp_path / "train.txt"
+    listing.write_text("# training set\n" + "\n".join(str(p.relative_to(tmp_path)) for p in found) + "\n")
+    assert collect_images(listing) == found
+    out = tmp_path / "out" / "m.pth"
+    rc = main(["repair", "--checkpoint", str(tmp_path / "unused.pth"), "--images", str(listing), "--out", str(out),
+               "--resolution", "112", "--max-iterations", "2", "--window", "10", "--no-progress", "--workers", "0"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((out.parent / REPORT_NAME).read_text())["images"]["train"] + 2 >= 5
+
+
+def test_out_of_memory_names_the_request_and_keeps_the_resume_file(tmp_path, capsys, monkeypatch):
+    from sinder.commands import repair as repair_cmd
+    from sinder.repair.train import RepairTrainer
+
+    monkeypatch.setattr(repair_cmd, "load_from_args", lambda args: toy_loaded())
+    folder = _images(tmp_path / "imgs", 5)
+    out = tmp_path / "out" / "m.pth"
+    real_step, calls = RepairTrainer.step, {"n": 0}
+
+    def step(self, image):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity")
+        return real_step(self, image)
+
+    monkeypatch.setattr(RepairTrainer, "step", step)
+    args = ["repair", "--checkpoint", str(tmp_path / "unused.pth"), "--images", str(folder), "--out", str(out),
+            "--resolution", "112", "--max-iterations", "10", "--window", "10", "--save-every", "2",
+            "--no-progress", "--workers", "0"]
+    assert main(args) == 2
+    err = _one_line_error(capsys, "out of memory", "2.50 GiB", "--precision bf16", "--resolution")
+    resume = out.with_name(out.name + ".resume.pt")
+    assert str(resume) in err and torch.load(resume, weights_only=True)["iteration"] == 2
+    assert not out.exists()

@@ -62,3 +62,51 @@ def test_block_map_is_residual_plus_branches():
     # Centering: LayerNorm removes the mean, so the all-ones vector is invisible to the branch.
     assert torch.allclose(a @ torch.ones(16, dtype=torch.float64), torch.zeros(16, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(block_map(blk), torch.eye(16, dtype=torch.float64) + a)
+
+
+def _least_squares_with_errors(x, y):
+    """OLS of ``y`` on ``x`` and its heteroscedasticity-robust standard errors (HC0)."""
+    xtx_inv = torch.linalg.inv(x.T @ x)
+    coef = xtx_inv @ (x.T @ y)
+    r = y - x @ coef
+    xr = x * r[:, None]
+    cov = xtx_inv @ (xr.T @ xr) @ xtx_inv
+    return coef, cov.diagonal().sqrt()
+
+
+def test_fits_match_least_squares_on_a_million_samples_at_any_row_norm():
+    import torch.nn.functional as F
+
+    x = torch.randn(1_000_000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for norm in (0.5, 2.0, 8.0, 20.0, 50.0):
+        for ratio in (0.0, -0.5, -1.5, 0.8):  # bias in units of the row norm
+            w1 = torch.tensor([[norm, 0.0, 0.0]], dtype=torch.float64)
+            b1 = torch.tensor([ratio * norm], dtype=torch.float64)
+            coef, se = _least_squares_with_errors(x, F.gelu(x @ w1.T + b1)[:, 0])
+            fit = gelu_fit(w1, b1)[0]
+            assert ((fit - coef).abs() <= 6 * se + 1e-9).all(), (norm, ratio, fit, coef, se)
+            w2 = torch.tensor([[0.3 * norm, 1.0, 0.0]], dtype=torch.float64)
+            b2 = torch.tensor([0.5], dtype=torch.float64)
+            y = (F.silu(x @ w1.T + b1) * (x @ w2.T + b2))[:, 0]
+            coef, se = _least_squares_with_errors(x, y)
+            fit = swiglu_fit(torch.cat([w1, w2]), torch.cat([b1, b2]))[0]
+            assert ((fit - coef).abs() <= 6 * se + 1e-9).all(), (norm, ratio, fit, coef, se)
+
+
+def test_gelu_closed_form_is_exact_where_the_slope_is_known():
+    from sinder.defects.linearize import gaussian_expectation, gelu_slope
+
+    # |w| -> 0: the slope is gelu'(b); |w| -> infinity: P(z > 0) = Phi(b / |w|).
+    b = torch.tensor([-2.0, 0.0, 1.0], dtype=torch.float64)
+    tiny = gelu_slope(b, torch.full_like(b, 1e-8))
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    assert torch.allclose(tiny, normal.cdf(b) + b * normal.log_prob(b).exp(), atol=1e-12)
+    huge = gelu_slope(b * 1e6, torch.full_like(b, 1e6))
+    assert torch.allclose(huge, normal.cdf(b), atol=1e-6)
+    # The numerical rule used for SiLU gives the same numbers on GELU, at small and large |w|.
+    from sinder.defects.linearize import _gelu_grad
+
+    for scale in (0.3, 5.0, 1345.0):
+        std = torch.full((3,), scale, dtype=torch.float64)
+        mean = torch.tensor([-0.15, 0.0, 0.4], dtype=torch.float64) * scale
+        assert torch.allclose(gaussian_expectation(_gelu_grad, mean, std), gelu_slope(mean, std), atol=1e-10)

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from contract import defects as contract_defects
+
 from sinder.repair.loss import TEMPERATURE, defect_grid_mask, neighbour_loss
 
 
@@ -66,7 +68,8 @@ def test_loss_over_several_tokens_matches_a_direct_loop():
         tokens[r, c] += 25 * unit
     res = neighbour_loss(tokens, direction, mask_thr=4, kernel=3)
     cos = (torch.nn.functional.normalize(tokens, dim=-1) @ unit).abs()
-    flagged = [(r, c) for r in range(1, 11) for c in range(1, 13) if cos[r, c] > cos.mean() + 4 * cos.std()]
+    rule = contract_defects.defect_mask(cos.double().numpy(), 4)  # the contract's mask, borders left out below
+    flagged = [(r, c) for r in range(1, 11) for c in range(1, 13) if rule[r, c]]
     assert sorted(zip(res.rows.tolist(), res.cols.tolist())) == flagged == [(2, 3), (2, 4), (6, 8)]
     gauss = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]])
     dists = []
@@ -85,10 +88,11 @@ def test_loss_over_several_tokens_matches_a_direct_loop():
 def test_threshold_follows_mean_plus_k_std():
     cos = torch.zeros(6, 6)
     cos[2, 2] = 1.0
-    thr = cos.mean() + 4 * cos.std()
-    assert thr < 1.0
+    assert contract_defects.defect_mask(cos.numpy(), 4)[2, 2]
     assert defect_grid_mask(cos, 4, 3)[2, 2]
-    assert not defect_grid_mask(cos, float((1.0 - cos.mean()) / cos.std()) + 0.01, 3).any()
+    # just above the k at which the contract's threshold reaches the outlier: nothing flagged
+    k = float((1.0 - cos.mean()) / cos.double().numpy().std(ddof=contract_defects.STD_DDOF)) + 0.01
+    assert not defect_grid_mask(cos, k, 3).any()
 
 
 def test_optimising_the_loss_removes_the_defect():

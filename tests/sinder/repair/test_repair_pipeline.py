@@ -61,10 +61,11 @@ def test_bad_inputs(toy, image_paths, tmp_path):
         run_repair(toy, image_paths[:3], image_paths[2:], tmp_path / "m.pth", OPTS, progress=False)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
-    with pytest.raises(ImageError, match="broken.png"):
+    with pytest.raises(ImageError, match="none of the 1 held-out images is readable.*broken.png"):
         run_repair(toy, image_paths, [broken], tmp_path / "m.pth", OPTS, progress=False)
-    with pytest.raises(ImageError, match="broken.png"):  # training images are decoded before training
-        run_repair(toy, image_paths[:4] + [broken], image_paths[4:], tmp_path / "m.pth", OPTS, progress=False)
+    with pytest.raises(ImageError, match="broken.png"):  # --strict: the first unreadable image fails
+        run_repair(toy, image_paths[:4] + [broken], image_paths[4:], tmp_path / "m.pth", OPTS, progress=False,
+                   strict=True)
     with pytest.raises(SinderError, match="folder"):
         run_repair(toy, image_paths[:4], image_paths[4:], tmp_path, OPTS, progress=False)
     a_file = tmp_path / "a_file"
@@ -105,3 +106,40 @@ def test_interrupted_run_is_continued(image_paths, tmp_path, monkeypatch):
     monkeypatch.setattr(train.RepairTrainer, "step", real_step)
     _, report = run_repair(toy_loaded(), image_paths[:4], image_paths[4:], out, opts, progress=False)
     assert report["resumed_from_iteration"] == 4 and report["iterations"] == 8
+
+
+def test_unreadable_training_images_are_skipped_and_counted(toy, image_paths, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    out = tmp_path / "out" / "m.pth"
+    _, report = run_repair(toy, image_paths[:4] + [broken], image_paths[4:], out, OPTS, progress=False)
+    assert report["images"]["unreadable"] == 1 and list(report["images"]["unreadable_train"]) == [str(broken)]
+    assert capsys.readouterr().err.count("skipping unreadable training image") == 1  # warned once, not per epoch
+    assert report["throughput"]["images_per_s"] > 0 and report["memory"]["cpu_peak_rss_bytes"] > 0
+    assert report["runtime"]["device"] == "cpu" and report["runtime"]["torch"] == torch.__version__
+
+
+def test_no_readable_training_image_fails(toy, image_paths, tmp_path):
+    broken = []
+    for i in range(2):
+        broken.append(tmp_path / f"broken{i}.png")
+        broken[-1].write_bytes(b"not an image")
+    with pytest.raises(SinderError, match="none of the 2 training images is readable"):
+        run_repair(toy, broken, image_paths[4:], tmp_path / "m.pth", OPTS, progress=False)
+
+
+def test_bf16_autocast_repair_removes_the_defect(toy, image_paths, tmp_path):
+    from sinder.device import resolve
+
+    _, report = run_repair(toy, image_paths[:4], image_paths[4:], tmp_path / "m.pth", OPTS, progress=False,
+                           compute=resolve("cpu", "bf16"))
+    assert report["runtime"]["precision"] == "bf16"
+    assert report["after"]["high_norm_fraction"] < 0.1 * report["before"]["high_norm_fraction"]
+    assert report["fidelity"]["patch_cosine"] > 0.98 and report["fidelity"]["cls_cosine"] > 0.98
+
+
+def test_workers_stream_the_same_images(toy, image_paths, tmp_path):
+    _, a = run_repair(toy, image_paths[:4], image_paths[4:], tmp_path / "a" / "m.pth", OPTS, progress=False)
+    _, b = run_repair(toy_loaded(), image_paths[:4], image_paths[4:], tmp_path / "b" / "m.pth", OPTS,
+                      progress=False, workers=1)
+    assert a["iterations"] == b["iterations"] and a["after"] == b["after"]

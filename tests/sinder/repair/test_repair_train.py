@@ -94,7 +94,6 @@ def test_ctrl_c_finishes_the_iteration_and_leaves_a_valid_resume_file(image_path
 
     resume_file = tmp_path / "out.pth.resume.pt"
     interrupted = _trainer(image_paths, resume_file=resume_file, loader=loader)
-    interrupted._cache_ok = False  # make every iteration call the loader
     with pytest.raises(KeyboardInterrupt):
         interrupted.run()
     state = read_resume(resume_file)
