@@ -9,15 +9,20 @@ PORT ?= 8000
 
 setup: $(VENV)/.installed
 
+# pip runs without -q: the first install takes minutes, and its "Collecting ..." lines show it moving.
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "==> setup 1/2: creating $(VENV)"
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[tool,service,dev]'
+	@echo "==> setup 2/2: installing torch, onnxruntime, FastAPI and the rest into $(VENV) (the first time: several minutes)"
+	$(PY) -m pip install --progress-bar on -c constraints.txt -e '.[tool,service,dev]'
 	touch $@
 
 build: setup
+	@echo "==> build: the demo models (synthetic weights) into $(MODEL_REPO)/ (reused when already there)"
 	$(VENV)/bin/sinder build --demo --model-repo $(MODEL_REPO)
 
 run: build
+	@echo "==> run: serving on http://$(HOST):$(PORT) (ready at /health/ready; Ctrl-C stops)"
 	$(PY) -m service --model-repo $(MODEL_REPO) --host $(HOST) --port $(PORT)
 
 test: setup

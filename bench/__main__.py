@@ -20,7 +20,7 @@ from pathlib import Path
 from . import machine, report
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("export", "runtime", "service", "analysis", "repair")
+SECTIONS = ("export", "runtime", "service", "frontend", "analysis", "repair")
 
 
 def log(msg: str) -> None:
@@ -157,10 +157,11 @@ def main(argv=None) -> int:
         if args.model_repo:
             repo = args.model_repo
             model_name, model_desc, args.arch = use_existing_repo(repo, args.model)
-        else:
+        elif {"runtime", "service"} & set(sections):
             repo = Path(tmp) / "model_repo"
             model_name, model_desc = build_bench_repo(repo, args.arch, args.max_batch_size, args.resolution, args.graph)
-        model_path = latest_model_file(repo, model_name)
+        if {"runtime", "service"} & set(sections):
+            model_path = latest_model_file(repo, model_name)
         if "export" in sections:
             attempt("Export", "PyTorch eager vs onnxruntime", lambda: export_figures(args.repeats, args.quick))
         if "runtime" in sections:
@@ -177,6 +178,18 @@ def main(argv=None) -> int:
                 repo, model_name, model_desc, args.resolution, args.max_batch_size, SHAPES[args.arch].embed_dim,
                 repeats=args.repeats, phase_seconds=phase, latency_requests=50 if args.quick else 200,
                 queue_delay_ms=args.queue_delay_ms, log_dir=Path(tmp), progress=log))
+        if "frontend" in sections:
+            from . import frontend_bench
+
+            front_repo = Path(tmp) / "frontend_repo"
+            front_seconds = 2.0 if args.quick else 6.0
+            attempt("Front end", "JPEG draft decoding", lambda: frontend_bench.draft_figures(args.repeats))
+            attempt("Front end", "service CPU per image", lambda: frontend_bench.run(
+                front_repo, repeats=args.repeats, seconds=front_seconds, log_dir=Path(tmp), progress=log))
+            cores = info["usable_cores"] or 1
+            if cores > 1:
+                attempt("Front end", "workers", lambda: frontend_bench.workers_figure(
+                    front_repo, cores, repeats=args.repeats, seconds=front_seconds, log_dir=Path(tmp), progress=log))
         if "analysis" in sections:
             from . import analysis_bench
 
@@ -186,6 +199,9 @@ def main(argv=None) -> int:
             from . import analysis_bench
 
             attempt("Offline tool", "repair iteration", lambda: analysis_bench.repair_figures(args.resolution))
+            attempt("Offline tool", "repair precision", lambda: analysis_bench.repair_precision_figures(args.quick))
+            attempt("Offline tool", "repair memory", lambda: analysis_bench.repair_memory_figures(
+                "vits14" if args.quick else "vitl14", 224 if args.quick else 518))
 
     seconds = time.perf_counter() - t_start
     if args.quick:

@@ -226,15 +226,25 @@ def render_gpu_section(result: dict | None) -> str:
         lines += ["", "Raw session with I/O binding: the uint8 batch already on the device, outputs left there; "
                       "fp32 rows allow TF32 (onnxruntime's default on Ampere and later)."]
     svc = result.get("service")
-    if svc:
-        ratio = svc.get("ratio_vs_raw")
-        lines += ["", f"- service end to end ({svc['model']}, {svc['resolution']}x{svc['resolution']} JPEGs, "
-                      f"max_batch_size {svc['max_batch_size']}, {svc['clients']} clients x {svc['images_per_request']} images/request): "
-                      f"{svc['images_per_s']:,.0f} images/s against the raw session's {svc.get('raw_images_per_s_same_batch') or 0:,.0f} "
-                      f"at the same batch → {ratio:.2f}" + (f" (target >= 0.8: {'pass' if svc.get('pass') else 'FAIL'})" if ratio else "")
-                      + f"; statuses {svc.get('statuses')}; p50 {svc.get('p50_ms') or 0:.0f} ms, p99 {svc.get('p99_ms') or 0:.0f} ms"]
+    if svc and svc.get("rows"):
+        lines += ["", f"Service end to end, 8 images per request, fp16 patch tokens back, against the raw session at batch "
+                      f"{svc['raw_batch']} (target >= 0.8 for v2 raw pixels with the better worker count: "
+                      f"{'pass' if svc.get('pass') else 'FAIL'}):", "",
+                  "| model | workers | path | images/s | raw images/s | ratio | mean batch | statuses |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in svc["rows"]:
+            if r.get("error"):
+                lines.append(f"| {r['arch']} | {r['workers']} | — | {r['error']} | | | | |")
+                continue
+            ratio = f"{r['ratio_vs_raw']:.2f}" if r.get("ratio_vs_raw") else "—"
+            batch = f"{r['mean_batch_size_since_start']:.1f}" if r.get("mean_batch_size_since_start") else "—"
+            lines.append(f"| {r['arch']} | {r['workers']} | {r['path']} | {r['images_per_s']:,.0f} | "
+                         f"{r.get('raw_b128_images_per_s') or 0:,.0f} | {ratio} | {batch} | {r.get('statuses')} |")
     for name, err in (result.get("errors") or {}).items():
         lines.append(f"- not measured: {name}: {err}")
+    from bench.gpu_tool import render as render_tool
+
+    lines += render_tool(result.get("tool"))
     lines += ["", GPU_END]
     return "\n".join(lines)
 

@@ -10,5 +10,6 @@ only (never torch, FastAPI, ``sinder`` or ``service``; a test checks):
   meaning, and the JSON Schema generated from it;
 - ``defects``: the defect rule (the paper's mask and the high-norm rule), its constants
   and its one standard-deviation convention;
-- ``preprocess``: image bytes or files to RGB uint8 pixels at the model's input size.
+- ``preprocess``: image bytes or files to RGB uint8 pixels at the model's input size;
+- ``pictures``: the defect picture both sides draw (``/visualize``, ``sinder analyze``).
 """

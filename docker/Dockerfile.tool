@@ -4,6 +4,9 @@
 FROM python:3.12-slim
 
 ARG TORCH_VERSION=2.13.0
+# The CPU build by default; on a GPU host: --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# (docker/README.md), then run the container with --gpus all.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -11,7 +14,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 # The CPU build of torch first, from PyTorch's CPU index: the default index serves a multi-GB CUDA build.
-RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
+RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 COPY pyproject.toml README.md constraints.txt ./
 COPY contract ./contract
 COPY sinder ./sinder

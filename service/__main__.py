@@ -1,6 +1,7 @@
 """``python -m service [--model-repo DIR] [--host H] [--port P]``: serve the model repository.
 
-Flags override ``SINDER_*`` environment variables. On SIGTERM (or Ctrl-C) readiness turns
+Flags override ``SINDER_*`` environment variables. ``SINDER_WORKERS`` > 1 runs that many
+processes behind the one port (``service.workers``). On SIGTERM (or Ctrl-C) readiness turns
 false and new requests get 503 for ``drain_delay_s``, then the listener closes, accepted
 requests finish (at most ``drain_grace_s``) and the process exits.
 """
@@ -62,6 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from service.workers import Supervisor, worker_count
+
+    count = worker_count(settings)
+    if count > 1:
+        return Supervisor(settings, count).run()
+    serve(settings)
+    return 0
+
+
+def serve(settings, sockets=None) -> None:
+    """One service process: the app under uvicorn, draining on SIGTERM (on ``sockets`` when given)."""
     import uvicorn
 
     from service.api.app import create_app
@@ -70,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             timeout_graceful_shutdown=int(max(1, round(settings.drain_grace_s))), access_log=False)
     server = _DrainingServer.make(config, app.state.service, settings.drain_delay_s)
-    server.run()
-    return 0
+    server.run(sockets=sockets)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Most pixels of one source image, checked from its header before decoding (413 beyond)."
     )
+    jpeg_draft: bool = Field(
+        True, description="Decode a JPEG at least 4x its target size at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) "
+        "to no less than twice the target, then resize: 2-4x faster on large photos, pixels within a few levels "
+        "(contract/preprocess.py); false decodes in full.")
     decode_threads: int = Field(4, ge=1, le=64, description="Threads decoding and resizing images off the event loop.")
 
     # Execution
@@ -84,6 +88,11 @@ class Settings(BaseSettings):
     require_gpu: bool = Field(False, description="Readiness stays false while a model runs on the CPU provider.")
     device_id: int = Field(0, ge=0, description="CUDA device index.")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = onnxruntime's default.")
+    workers: int = Field(
+        0, ge=0, le=256, description="Service processes behind the one port (docs/workers.md); 0 = auto: one per core "
+        "(at most 8) when a GPU provider is available, else 1 (onnxruntime already uses every core for one batch).")
+    devices: Annotated[list[int] | None, NoDecode] = Field(
+        None, description="CUDA devices for the workers, round robin (worker i gets devices[i % n]), e.g. 0,1,2,3; default: device_id for all.")
 
     # HTTP
     api_key: SecretStr | None = Field(None, description="If set, requests need 'Authorization: Bearer <key>' (health and metrics stay open).")
@@ -95,7 +104,7 @@ class Settings(BaseSettings):
     drain_grace_s: float = Field(20.0, gt=0, description="On SIGTERM: most seconds to finish accepted work before exiting.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator("models", "providers", mode="before")
+    @field_validator("models", "providers", "devices", mode="before")
     @classmethod
     def _lists(cls, value):
         return _split_list(value)

@@ -14,18 +14,20 @@ import numpy as np
 import torch
 
 from . import __version__
-from .atomic import atomic_dir, write_json, write_with
+from .atomic import atomic_dir, write_bytes, write_json, write_with
 from .defects.directions import directions_of
-from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, measure_layers
+from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, defect_mask, measure_layers
+from .defects.rule import STD_DDOF
 from .errors import ImageError, SinderError
-from .images import denormalize, load_image
+from .images import denormalize, image_rule, load_image
 from .model import LoadedModel
 
 SYNTHETIC_LABEL = "synthetic demo weights"
 
 RULES = {
     "defect_fraction": "share of patch tokens whose |cos| to the layer's predicted defect direction exceeds "
-                       "mean + 4 std of that image's |cos| (the paper's mask), pooled over images",
+                       "mean + 4 std (sample std) of that image's |cos| (the paper's mask, contract/defects.py), "
+                       "pooled over images",
     "high_norm_fraction": "share of patch tokens whose norm is at least 4x the layer's median patch-token norm "
                           "(median pooled over all images)",
     "alignment": "|cos| between the predicted direction and the mean unit vector of the layer's high-norm "
@@ -56,50 +58,24 @@ def _safe_stem(path: Path, used: set[str]) -> str:
     return name
 
 
-def _pca_rgb(tokens: torch.Tensor) -> np.ndarray:
-    """``[h, w, C]`` tokens -> ``[h, w, 3]`` in [0, 1]: the first three principal components, min-max scaled."""
-    h, w, c = tokens.shape
-    x = tokens.reshape(-1, c).double()
-    x = x - x.mean(dim=0, keepdim=True)
-    k = min(3, x.shape[0], c)
-    _, _, vh = torch.linalg.svd(x, full_matrices=False)
-    proj = x @ vh[:k].T
-    if k < 3:
-        proj = torch.cat([proj, torch.zeros(proj.shape[0], 3 - k, dtype=proj.dtype)], dim=1)
-    lo, hi = proj.min(dim=0).values, proj.max(dim=0).values
-    proj = (proj - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-    return proj.reshape(h, w, 3).float().numpy()
-
-
 def _title(text: str, synthetic: bool) -> str:
     return f"{text} ({SYNTHETIC_LABEL})" if synthetic else text
 
 
-def _image_figure(image: torch.Tensor, rows: list[tuple[str, torch.Tensor]], title: str):
-    import matplotlib
+def _image_picture(image: torch.Tensor, rows: list[tuple[str, torch.Tensor]], title: str,
+                   direction: torch.Tensor, synthetic: bool = False) -> bytes:
+    """PNG of one image, one row per model, drawn by the contract's renderer: the picture the
+    service's /visualize draws (image | token norms on the row's own scale, defects outlined | PCA)."""
+    from contract import pictures
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    norms = [t.norm(dim=-1).numpy() for _, t in rows]
-    vmax = max(float(n.max()) for n in norms)
-    fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.6 * len(rows)), squeeze=False)
-    picture = denormalize(image)
-    for r, ((label, tokens), norm) in enumerate(zip(rows, norms)):
-        ax = axes[r]
-        ax[0].imshow(picture)
-        ax[0].set_title(f"{label}: image")
-        im = ax[1].imshow(norm, cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
-        ax[1].set_title(f"{label}: last-layer token norm")
-        fig.colorbar(im, ax=ax[1], fraction=0.046, pad=0.04)
-        ax[2].imshow(_pca_rgb(tokens), interpolation="nearest")
-        ax[2].set_title(f"{label}: PCA of last-layer tokens")
-        for a in ax:
-            a.set_xticks([])
-            a.set_yticks([])
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    pixels = (denormalize(image) * 255).round().astype(np.uint8)
+    drawn = []
+    for label, tokens in rows:
+        h, w, c = tokens.shape
+        mask = defect_mask(tokens.reshape(-1, c), direction).reshape(h, w).numpy()
+        drawn.append(pictures.Row(label, pixels, tokens.float().numpy(), tokens.float().norm(dim=-1).numpy(), mask,
+                                  synthetic=synthetic, threshold_std=DEFAULT_MASK_THRESHOLD))
+    return pictures.render(drawn, title)
 
 
 def _layers_figure(runs: list[tuple[str, list[dict]]], title: str):
@@ -194,11 +170,12 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     with atomic_dir(out_dir / "images", overwrite=True) as folder:
         for j, (path, image) in enumerate(tqdm(list(zip(image_paths, images)), desc="pictures", unit="image",
                                                file=sys.stderr, disable=not progress, leave=False)):
-            rows = [("before" if after is not None else "model", before["last_tokens"][j])]
+            rows = [("original, before repair" if after is not None else loaded.arch.name, before["last_tokens"][j])]
             if after is not None:
-                rows.append(("after", after["last_tokens"][j]))
+                rows.append(("repaired, after SINDER", after["last_tokens"][j]))
             stem = _safe_stem(path, used)
-            _save(_image_figure(image, rows, _title(path.name, synthetic)), folder / f"{stem}.png")
+            png = _image_picture(image, rows, _title(path.name, synthetic), directions[-1], synthetic)
+            write_bytes(folder / f"{stem}.png", png)
             picture_names.append(f"images/{stem}.png")
     runs = [("before" if after is not None else loaded.arch.name, before["layers"])]
     if after is not None:
@@ -214,7 +191,9 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
         "images": len(images),
         "image_names": names,
         "resolution": resolution,
-        "rules": {**RULES, "mask_threshold_std": DEFAULT_MASK_THRESHOLD, "high_norm_factor": DEFAULT_NORM_FACTOR},
+        "preprocessing": image_rule(resolution).model_dump(),  # the contract's resize, as the service's
+        "rules": {**RULES, "mask_threshold_std": DEFAULT_MASK_THRESHOLD, "std_ddof": STD_DDOF,
+                  "high_norm_factor": DEFAULT_NORM_FACTOR},
         "layers": before["layers"],
         "first_defect_layer": before["first_defect_layer"],
         "first_mask_layer": before["first_mask_layer"],

@@ -1,16 +1,17 @@
 """``sinder build``: fill a model repository with a model, its SINDER repair and its test-time registers.
 
-Layout (documented in model_repo/README.md; reports live inside each model's folder, where
-Triton ignores a folder that is not a version number):
+Layout (documented in model_repo/README.md). Reports live in the original model's folder,
+where Triton ignores a folder that is not a version number; it exists from the first step
+on, so an interrupted build never leaves a top-level folder that is not a model:
 
     model_repo/<name>/config.pbtxt, <name>/1/{model.onnx, manifest.json}         the original
     model_repo/<name>_sinder/config.pbtxt, <name>_sinder/1/{...}                  the repaired model
     model_repo/<name>/reports/analysis/                                           analysis of the original
     model_repo/<name>/reports/build.json                                          what the build did
-    model_repo/<name>_sinder/reports/{<name>_sinder.pth, repair_report.json}      repair output
-    model_repo/<name>_sinder/reports/analysis/                                    before/after analysis
+    model_repo/<name>/reports/repair/{<name>_sinder.pth, repair_report.json}      repair output
+    model_repo/<name>/reports/repair/analysis/                                    before/after analysis
     model_repo/<name>_ttr/config.pbtxt, <name>_ttr/1/{...}                        with test-time registers
-    model_repo/<name>_ttr/reports/{registers.json, analysis/}                     register neurons, before/after
+    model_repo/<name>/reports/registers/{registers.json, analysis/}              register neurons, before/after
     model_repo/<name>/reports/comparison.{json,png}                               the three side by side
 
 Every step writes atomically and is skipped when its output is already complete, so a
@@ -62,19 +63,24 @@ class BuildPlan:
     def repaired_name(self) -> str:
         return self.name + REPAIRED_SUFFIX
 
-    def reports(self, name: str) -> Path:
-        return layout.reports_dir(self.model_repo, name)
+    @property
+    def reports(self) -> Path:
+        return layout.reports_dir(self.model_repo, self.name)
+
+    @property
+    def repair_dir(self) -> Path:
+        return self.reports / "repair"
 
     def version_dir(self, name: str) -> Path:
         return self.model_repo / name / str(VERSION)
 
     @property
     def checkpoint(self) -> Path:
-        return self.reports(self.repaired_name) / f"{self.repaired_name}.pth"
+        return self.repair_dir / f"{self.repaired_name}.pth"
 
     @property
     def repair_report(self) -> Path:
-        return self.reports(self.repaired_name) / "repair_report.json"
+        return self.repair_dir / "repair_report.json"
 
 
 def _say(plan: BuildPlan, msg: str) -> None:
@@ -134,7 +140,7 @@ def _analysis(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], out: Path
 def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
     """Export ``loaded`` as ``plan.name``, repair it, export the result as ``<name>_sinder``, find its
     test-time registers and export them as ``<name>_ttr``, with analyses, the repair and registers
-    reports in each model's ``reports/`` folder and the comparison of the three in ``plan.name``'s."""
+    reports and the comparison of the three in the original's ``reports/`` folder."""
     from . import build_registers as ttr_steps
     from .export import export_model, is_complete
 
@@ -155,13 +161,13 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
           lambda: export_model(loaded, plan.model_repo, plan.name, version=VERSION, overwrite=True,
                                progress=plan.progress, variant=original, device=parity_device), str(original_dir))
 
-    analysis_dir = plan.reports(plan.name) / "analysis"
+    analysis_dir = plan.reports / "analysis"
     _step(plan, f"analyse {plan.name} on {len(paths)} images", analysis_dir.is_dir(),
           lambda: _analysis(plan, loaded, paths, analysis_dir), str(analysis_dir))
 
     repaired = _repair_or_reuse(plan, loaded, paths, repair_options)
 
-    after_dir = plan.reports(plan.repaired_name) / "analysis"
+    after_dir = plan.repair_dir / "analysis"
     _step(plan, "analyse before/after repair", after_dir.is_dir(),
           lambda: _analysis(plan, loaded, paths, after_dir, repaired=repaired.model()), str(after_dir))
 
@@ -187,7 +193,7 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
         "steps": plan.steps,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(plan.reports(plan.name) / "build.json", summary)
+    write_json(plan.reports / "build.json", summary)
     _say(plan, f"model repository {plan.model_repo} ready in {summary['seconds']:.1f}s "
                f"({sum(s['status'] == 'reused' for s in plan.steps)} of {len(plan.steps)} steps reused)")
     return summary
@@ -224,7 +230,7 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
         opts = _repair_options(plan, options)
         train, held = split(paths, opts)
         if plan.force:
-            shutil.rmtree(plan.reports(plan.repaired_name), ignore_errors=True)
+            shutil.rmtree(plan.repair_dir, ignore_errors=True)
         plan.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         from .repair.data import default_workers
 

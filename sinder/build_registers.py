@@ -28,11 +28,11 @@ def split(paths: list[Path], opts) -> tuple[list[Path], list[Path]]:
 
 
 def registers_report(plan) -> Path:
-    return plan.reports(plan.name + SUFFIX) / "registers.json"
+    return plan.reports / "registers" / "registers.json"
 
 
 def comparison_file(plan) -> Path:
-    return plan.reports(plan.name) / "comparison.json"
+    return plan.reports / "comparison.json"
 
 
 def find_or_reuse(plan, step, loaded: LoadedModel, paths: list[Path], opts) -> tuple[LoadedModel, dict]:

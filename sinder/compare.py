@@ -129,7 +129,9 @@ def _save_picture(report: dict, tokens: dict, images: list[Path], dest: Path, re
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from .analyze import _pca_rgb, _save, _title
+    from contract.pictures import pca_colors
+
+    from .analyze import _save, _title
     from .images import denormalize, load_image
 
     names = list(report["variants"])
@@ -143,7 +145,7 @@ def _save_picture(report: dict, tokens: dict, images: list[Path], dest: Path, re
         for i, n in enumerate(names):
             axes[j][1 + i].imshow(norms[n], cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
             axes[j][1 + i].set_title(f"{n}: norms (max {norms[n].max():.0f})", fontsize=8)
-            axes[j][1 + len(names) + i].imshow(_pca_rgb(tokens[n][j]), interpolation="nearest")
+            axes[j][1 + len(names) + i].imshow(pca_colors(tokens[n][j].numpy()), interpolation="nearest")
             axes[j][1 + len(names) + i].set_title(f"{n}: PCA", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])

@@ -1,18 +1,31 @@
-"""The JSON wire format of ``/features``: typed results from the core in, response bytes out."""
+"""The wire formats of ``/features``: typed results from the core in, response bytes out.
+
+JSON (the default): every array as ``{"dtype", "shape", "data"}`` with base64 of its
+little-endian bytes, or as nested numbers (``encoding: json``). Binary, for clients that do not
+speak KServe v2 (``Accept: application/vnd.sinder.features``): the same JSON document as a
+header of ``Features-Header-Length`` bytes, every array as ``{"dtype", "shape", "offset",
+"nbytes"}`` into the bytes that follow it: no base64 and no numbers.
+
+Each array is converted only when the requested dtype needs it (an fp16 model asked for fp16
+is never copied before it is written), base64 is SIMD (pybase64), JSON is orjson.
+"""
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
+import pybase64
 
 from service.core import features as feat
 from service.core.batcher import ItemResult
 
 MAP_NAMES = {"norms": "token_norms", "alignment": "defect_alignment", "mask": "defect_mask"}
+BINARY_MEDIA_TYPE = "application/vnd.sinder.features"
+HEADER_LENGTH = "Features-Header-Length"
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # nested numbers straight from arrays; NaN and infinities become null
 
 
 @dataclass(frozen=True)
@@ -22,55 +35,94 @@ class Encoding:
     diagnostics_maps: bool = False
 
 
-def encode_array(array: np.ndarray, dtype: str, encoding: str):
-    """``{"dtype", "shape", "data"}`` (little-endian base64) or nested JSON numbers."""
+class Blobs:
+    """The binary section of a binary answer: arrays appended, each described by its offset."""
+
+    def __init__(self):
+        self.parts: list[memoryview] = []
+        self.size = 0
+
+    def add(self, array: np.ndarray) -> dict:
+        view = memoryview(array).cast("B")
+        entry = {"dtype": _name(array), "shape": list(array.shape), "offset": self.size, "nbytes": len(view)}
+        self.parts.append(view)
+        self.size += len(view)
+        return entry
+
+
+def _name(array: np.ndarray) -> str:
+    return array.dtype.newbyteorder("=").name
+
+
+def _typed(array: np.ndarray, dtype: str) -> np.ndarray:
+    """``array`` in ``dtype`` (bool stays bool), little-endian, C order; a copy only when one of those needs it."""
     array = np.asarray(array)
     if array.dtype != np.bool_:
-        array = array.astype(dtype, copy=False)
+        array = array.astype(np.dtype(dtype).newbyteorder("<"), copy=False)
+    return np.ascontiguousarray(array)
+
+
+def encode_array(array: np.ndarray, dtype: str, encoding: str, blobs: Blobs | None = None):
+    """``{"dtype", "shape", "data"}`` (base64), nested numbers (an array orjson writes), or a binary reference."""
+    array = _typed(array, dtype)
+    if blobs is not None:
+        return blobs.add(array)
     if encoding == "base64":
-        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        return {"dtype": str(array.dtype), "shape": list(array.shape),
-                "data": base64.b64encode(np.ascontiguousarray(little).tobytes()).decode("ascii")}
-    if array.dtype != np.bool_ and not np.isfinite(array).all():
-        # JSON has no NaN/Infinity: non-finite values become null.
-        array = np.where(np.isfinite(array), array, None)
-    return array.tolist()
+        return {"dtype": _name(array), "shape": list(array.shape),
+                "data": pybase64.b64encode(memoryview(array).cast("B")).decode("ascii")}
+    return array
 
 
-def diagnostics(outputs: dict[str, np.ndarray], enc: Encoding) -> dict:
+def diagnostics(outputs: dict[str, np.ndarray], enc: Encoding, blobs: Blobs | None = None) -> dict:
     summary = feat.defect_summary(outputs)
     out = {"defect_tokens": summary.defect_tokens, "defect_fraction": summary.defect_fraction,
            "max_median_norm_ratio": summary.max_median_norm_ratio}
     if enc.diagnostics_maps:
         for key, name in MAP_NAMES.items():
-            out[key] = encode_array(outputs[name], enc.dtype, enc.encoding)
+            out[key] = encode_array(outputs[name], enc.dtype, enc.encoding, blobs)
     return out
 
 
-def image_result(index: int, item: ItemResult, outputs: tuple[str, ...], enc: Encoding) -> dict:
+def image_result(index: int, item: ItemResult, outputs: tuple[str, ...], enc: Encoding, blobs: Blobs | None = None) -> dict:
     o = item.outputs
     tokens = o["patch_tokens"]
     entry: dict = {"index": index, "grid": [int(tokens.shape[0]), int(tokens.shape[1])]}
+    arrays = {"cls": "cls_token", "patch_tokens": "patch_tokens", "registers": "register_tokens"}
     for name in outputs:
-        if name == "cls":
-            entry["cls"] = encode_array(o["cls_token"], enc.dtype, enc.encoding)
+        if name in arrays:
+            entry[name] = encode_array(o[arrays[name]], enc.dtype, enc.encoding, blobs)
         elif name == "pooled":
-            entry["pooled"] = encode_array(feat.pooled(o), enc.dtype, enc.encoding)
-        elif name == "patch_tokens":
-            entry["patch_tokens"] = encode_array(tokens, enc.dtype, enc.encoding)
-        elif name == "registers":
-            entry["registers"] = encode_array(o["register_tokens"], enc.dtype, enc.encoding)
+            entry["pooled"] = encode_array(feat.pooled(o), enc.dtype, enc.encoding, blobs)
         elif name == "diagnostics":
-            entry["diagnostics"] = diagnostics(o, enc)
+            entry["diagnostics"] = diagnostics(o, enc, blobs)
     entry["timing"] = {"queue_ms": round(item.queue_s * 1000, 3), "inference_ms": round(item.inference_s * 1000, 3),
                        "batch_size": item.batch_size}
     return entry
 
 
-def features_body(result: feat.FeaturesResult, enc: Encoding) -> bytes:
-    """The JSON body of a /features answer."""
-    results = [image_result(i, item, result.outputs, enc) for i, item in enumerate(result.items)]
-    body = {"model": result.model, "model_version": result.version, "results": results,
+def _document(result: feat.FeaturesResult, enc: Encoding, blobs: Blobs | None) -> dict:
+    results = [image_result(i, item, result.outputs, enc, blobs) for i, item in enumerate(result.items)]
+    return {"model": result.model, "model_version": result.version, "results": results,
             "timing": {"decode_ms": round(result.decode_s * 1000, 3),
                        "total_ms": round((time.monotonic() - result.started) * 1000, 3)}}
-    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def dumps(document) -> bytes:
+    """JSON bytes of a document whose arrays came from ``encode_array``."""
+    return orjson.dumps(document, option=_OPTIONS)
+
+
+def features_body(result: feat.FeaturesResult, enc: Encoding) -> bytes:
+    """The JSON body of a /features answer."""
+    return dumps(_document(result, enc, None))
+
+
+def features_binary(result: feat.FeaturesResult, enc: Encoding) -> tuple[bytes, int]:
+    """(body, header length) of a binary /features answer: the JSON header, then every array's bytes."""
+    blobs = Blobs()
+    header = orjson.dumps(_document(result, enc, blobs))
+    return b"".join([header, *blobs.parts]), len(header)
+
+
+def wants_binary(accept: str | None) -> bool:
+    return bool(accept) and BINARY_MEDIA_TYPE in accept.lower()

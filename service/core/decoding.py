@@ -23,6 +23,7 @@ ImageInput = bytes | str | np.ndarray
 class Decoder:
     def __init__(self, settings: Settings, metrics: Metrics):
         self._max_pixels = settings.max_image_pixels
+        self._draft = settings.jpeg_draft
         self._metrics = metrics
         self._threads = settings.decode_threads
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
@@ -37,6 +38,12 @@ class Decoder:
 
     async def prepare(self, images: list[ImageInput], entry: ModelVersion, options: FeatureOptions) -> list[np.ndarray]:
         """Model inputs for every image; the first bad image (lowest index) fails the request."""
+        if all(isinstance(raw, np.ndarray) for raw in images):  # pixels are only checked: no thread hop for that
+            try:
+                return [self._prepare_one(raw, i, entry, options) for i, raw in enumerate(images)]
+            except ServiceError as exc:
+                self._metrics.reject(exc.type)
+                raise
         loop = asyncio.get_running_loop()
         jobs = [loop.run_in_executor(self._pool, self._prepare_one, raw, i, entry, options) for i, raw in enumerate(images)]
         self.pending += len(jobs)
@@ -64,9 +71,8 @@ class Decoder:
             out = _pixels(raw, index, entry)
         else:
             data = img.decode_base64(raw, index) if isinstance(raw, str) else raw
-            array = img.decode(data, index, max_pixels=self._max_pixels)
-            out = img.prepare(array, entry.resize, options.resize, short_side=options.short_side,
-                              resolution=options.resolution)
+            out = img.decode_for(data, index, entry.resize, options.resize, short_side=options.short_side,
+                                 resolution=options.resolution, max_pixels=self._max_pixels, draft=self._draft)
         elapsed = time.monotonic() - start
         self._metrics.decode_duration.observe(elapsed)
         previous = self.seconds_per_image  # a race between threads here only blurs an average

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from service.backends.base import GPU_PROVIDERS
 from service.config import Settings
-from service.core.metrics import Metrics
+from service.core.metrics import Metrics, multiprocess
+from service.core.peers import Peers
 from service.core.registry import ModelRegistry
 
 
@@ -18,12 +19,17 @@ class Status:
 
 
 class Health:
+    """``peers``: the other worker processes behind the same port (``SINDER_WORKERS`` > 1), whose
+    readiness this one's includes; each call publishes this process's own readiness to them."""
+
     def __init__(self, registry: ModelRegistry, settings: Settings, draining: Callable[[], bool],
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, peers: Peers | None = None):
         self._registry = registry
         self._settings = settings
         self._draining = draining
-        if metrics is not None:  # the gauge reads readiness when scraped: it is never stale
+        self._metrics = metrics
+        self.peers = peers
+        if metrics is not None and not multiprocess():  # the gauge reads readiness when scraped: it is never stale
             metrics.ready.set_function(lambda: 1.0 if self.readiness().ok else 0.0)
 
     def liveness(self) -> Status:
@@ -49,4 +55,9 @@ class Health:
             cpu = [f"{e.key} ({e.provider})" for e in ready if e.provider not in GPU_PROVIDERS]
             if cpu:
                 reasons.append(f"require_gpu but running on CPU: {', '.join(cpu)}")
+        if self.peers is not None:
+            self.peers.publish(not reasons)
+            if self._metrics is not None:  # multiprocess: each worker writes its own; the scrape takes the minimum
+                self._metrics.ready.set(0.0 if reasons else 1.0)
+            reasons += self.peers.not_ready()
         return Status(not reasons, reasons)

@@ -84,4 +84,18 @@ def prepare(array: np.ndarray, rule: ResizeRule, policy: ResizePolicy, *, short_
         raise InvalidInput(str(exc)) from None
 
 
+def decode_for(data: bytes, index: int, rule: ResizeRule, policy: ResizePolicy, *, short_side: int | None = None,
+               resolution: tuple[int, int] | None = None, max_pixels: int, draft: bool = True) -> np.ndarray:
+    """Bytes -> the model's input pixels in one step (the contract's ``decode_for``: a large JPEG is drafted)."""
+    try:
+        return preprocess.decode_for(data, rule, policy, short_side=short_side, resolution=resolution,
+                                     max_pixels=max_pixels, draft=draft)
+    except ImageTooLarge as exc:
+        raise PayloadTooLarge(f"image {index}: {exc}", index=index) from None
+    except ResizeError as exc:
+        raise InvalidInput(str(exc)) from None
+    except ImageError as exc:
+        raise InvalidImage(f"image {index}: {exc}", index=index) from None
+
+
 resize = preprocess.resize

@@ -2,9 +2,17 @@
 
 Beside it, the standard ``process_*``, ``python_info`` and ``python_gc_*`` collectors, as in
 prometheus-client's default registry, so the usual dashboards and alerts (memory, CPU, open files) work.
+
+Under ``SINDER_WORKERS`` > 1 (``PROMETHEUS_MULTIPROC_DIR`` set before the process starts),
+prometheus-client keeps every ``sinder_`` value in a per-process file and ``render`` sums them
+over the live processes; each gauge says how to combine (queue depths and in-flight add up, the
+ready gauge is the minimum: 1 only when every worker is ready). The ``process_*`` series are then
+the answering worker's own.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge,
                                Histogram, disable_created_metrics, generate_latest)
@@ -36,19 +44,47 @@ class Metrics:
         self.decode_duration = Histogram(f"{PREFIX}_decode_duration_seconds", "Decode and resize time per image.",
                                          buckets=DURATION_BUCKETS, registry=r)
         self.batch_size = Histogram(f"{PREFIX}_batch_size", "Images per batch.", ["model"], buckets=BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Images waiting per model.", ["model"], registry=r)
+        self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Images waiting per model.", ["model"], registry=r,
+                                 multiprocess_mode="livesum")
         self.images = Counter(f"{PREFIX}_images_total", "Images processed per model.", ["model"], registry=r)
         self.rejections = Counter(f"{PREFIX}_rejections_total", "Requests or images refused, by reason.", ["reason"], registry=r)
         self.batch_failures = Counter(f"{PREFIX}_batch_failures_total", "Batches that failed in the backend.", ["model"], registry=r)
         self.defect_tokens = Histogram(f"{PREFIX}_defect_tokens", "Defective tokens per image.", ["model"],
                                        buckets=DEFECT_BUCKETS, registry=r)
         self.model_info = Gauge(f"{PREFIX}_model_info", "Loaded models (1 = ready, 0 = not).",
-                                ["model", "version", "provider", "state"], registry=r)
-        self.ready = Gauge(f"{PREFIX}_ready", "1 when the service is ready.", registry=r)
-        self.inflight = Gauge(f"{PREFIX}_inflight_requests", "Requests being served now.", registry=r)
+                                ["model", "version", "provider", "state"], registry=r, multiprocess_mode="livemin")
+        self.ready = Gauge(f"{PREFIX}_ready", "1 when the service is ready.", registry=r, multiprocess_mode="livemin")
+        self.inflight = Gauge(f"{PREFIX}_inflight_requests", "Requests being served now.", registry=r,
+                              multiprocess_mode="livesum")
+        self._model_info_seen: set[tuple[str, ...]] = set()
 
     def reject(self, reason: str, count: int = 1) -> None:
         self.rejections.labels(reason).inc(count)
 
+    def set_model_info(self, rows: list[tuple[tuple[str, ...], float]]) -> None:
+        """One series per model version with its current state; a state left behind drops out (0 across workers)."""
+        current = {labels for labels, _ in rows}
+        if multiprocess():  # label sets cannot be removed there: a state left behind reads 0
+            for labels in self._model_info_seen - current:
+                self.model_info.labels(*labels).set(0)
+        else:
+            self.model_info.clear()
+        self._model_info_seen |= current
+        for labels, value in rows:
+            self.model_info.labels(*labels).set(value)
+
     def render(self) -> bytes:
+        if multiprocess():
+            from prometheus_client import multiprocess as mp
+
+            combined = CollectorRegistry()
+            mp.MultiProcessCollector(combined)
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                combined.register(collector)
+            return generate_latest(combined)
         return generate_latest(self.registry)
+
+
+def multiprocess() -> bool:
+    """Values live in per-process files, summed on scrape (set by service.workers)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.core import visualize as viz
+from contract import pictures as viz
 from service.core.deadlines import Deadline, Disconnected
 from service.core.decoding import Decoder, ImageInput
 from service.core.errors import InvalidInput
@@ -29,10 +29,13 @@ class Pictures:
         rows = []
         for model, (result,) in zip(models, ran.results):
             o = result.outputs
-            # Numbers from the generated demo weights must never pass for a real model's.
-            synthetic = ", SYNTHETIC demo weights" if model.manifest.synthetic else ""
-            label = f"{model.key} ({model.provider}{synthetic})"
-            rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"]))
+            manifest = model.manifest
+            kind = manifest.variant.kind
+            role = {"original": "original", "sinder": "repaired (SINDER)"}.get(kind, kind)
+            label = f"{model.key}, {role} ({model.provider})"
+            # Numbers from the generated demo weights must never pass for a real model's: the picture says so.
+            rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"],
+                                synthetic=manifest.synthetic, threshold_std=manifest.defect.threshold_std))
         return await self._decoder.offload(viz.render, rows)
 
     def _rows_for(self, entry: ModelVersion) -> list[ModelVersion]:

@@ -22,6 +22,7 @@ from service.core.deadlines import Deadline, Disconnected
 from service.core.decoding import Decoder, ImageInput
 from service.core.health import Health
 from service.core.metrics import Metrics
+from service.core.peers import REFRESH_S, Peers
 from service.core.pictures import Pictures
 from service.core.pipeline import Pipeline
 from service.core.registry import ModelRegistry, ModelVersion
@@ -53,12 +54,13 @@ class FeatureService:
         )
         self.draining = False
         self.admission = Admission(settings, self.metrics, lambda: self.draining)
-        self.health = Health(self.registry, settings, lambda: self.draining, self.metrics)
+        self.health = Health(self.registry, settings, lambda: self.draining, self.metrics, Peers.from_env())
         self.stats = Stats(self.metrics)
         self.decoder = Decoder(settings, self.metrics)
         self.pipeline = Pipeline(settings, self.metrics, self.admission, self.decoder, self.stats)
         self.pictures = Pictures(self.registry, self.pipeline, self.decoder)
         self._loader: asyncio.Task | None = None
+        self._publisher: asyncio.Task | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -67,6 +69,14 @@ class FeatureService:
             log.error("no model in %s: run `sinder build --demo` (or export one); readiness stays false",
                       self.settings.model_repo)
         self._loader = asyncio.get_running_loop().create_task(self.registry.load_all(), name="load-models")
+        if self.health.peers is not None:
+            self._publisher = asyncio.get_running_loop().create_task(self._publish_readiness(), name="publish-readiness")
+
+    async def _publish_readiness(self) -> None:
+        """Keep this worker's readiness fresh for the other workers (service.core.peers)."""
+        while True:
+            self.health.readiness()
+            await asyncio.sleep(REFRESH_S)
 
     async def wait_loaded(self) -> None:
         if self._loader is not None:
@@ -76,6 +86,8 @@ class FeatureService:
         """Readiness false and new requests refused (503); accepted work goes on."""
         if not self.draining:
             log.info("draining: readiness false, new requests get 503, queued work finishes")
+        # Called from a signal handler: no metric or file work here (a lock held by the interrupted code would
+        # deadlock); the readiness publisher tells the other workers within REFRESH_S.
         self.draining = True
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -83,6 +95,9 @@ class FeatureService:
         self.begin_draining()
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            self.health.readiness()
         deadline = time.monotonic() + grace_s
         while self.admission.inflight and time.monotonic() < deadline:  # let accepted requests take their results
             await asyncio.sleep(0.02)

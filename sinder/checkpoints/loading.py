@@ -43,6 +43,18 @@ def _hf_config(path: Path) -> dict:
     return data if isinstance(data, dict) and str(data.get("model_type", "")).startswith("dinov2") else {}
 
 
+def _assign(cfg: ArchConfig, official: dict):
+    """The model holding the checkpoint's own (memory-mapped) float32 tensors: built on the meta
+    device and assigned, so that a large checkpoint is never in memory twice."""
+    import torch
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in official.items()}
+    model.load_state_dict(weights, strict=True, assign=True)
+    return model.eval()
+
+
 def _resolve_arch(arch: str | ArchConfig | None, sd: dict, num_heads: int | None) -> ArchConfig:
     if isinstance(arch, ArchConfig):
         return arch
@@ -76,8 +88,7 @@ def load_model(path: str | Path, arch: str | ArchConfig | None = None,
         check_fits(official, cfg)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    model = build_model(cfg)
-    model.load_state_dict(official, strict=True)
+    model = _assign(cfg, official)
     # A folder is named by its weights file (a sharded model by its index file).
     digest = sha256_file(weights_file(path))
     return LoadedModel(model=model, arch=cfg, source=str(path), source_format=fmt, sha256=digest)

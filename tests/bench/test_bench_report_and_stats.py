@@ -92,9 +92,11 @@ def _gpu_result(**kw):
                    "pass_fp32": True, "pass_fp16": True},
         "throughput": [{"arch": "vits14", "precision": "fp16", "batch": 128, "resolution": 224, "images_per_s": 6000.0,
                         "ms_per_batch_median": 21.3, "target_images_per_s": 5000.0, "pass": True}],
-        "service": {"model": "vits14 fp16", "resolution": 224, "max_batch_size": 32, "clients": 16, "images_per_request": 8,
-                    "images_per_s": 2500.0, "raw_images_per_s_same_batch": 3000.0, "ratio_vs_raw": 0.833, "pass": True,
-                    "statuses": {"200": 100}, "p50_ms": 40.0, "p99_ms": 80.0},
+        "service": {"raw_batch": 128, "worker_counts": [1, 8], "pass": True, "rows": [
+            {"arch": "vits14", "workers": 8, "path": "v2 binary, raw pixels", "images_per_s": 5000.0,
+             "raw_b128_images_per_s": 6000.0, "ratio_vs_raw": 0.833, "mean_batch_size_since_start": 97.5,
+             "statuses": {"200": 100}},
+            {"arch": "vits14", "workers": 1, "error": "skipped: over the time budget"}]},
         "errors": {"throughput vitb14 fp32 batch 128": "skipped: over the 280 s budget"},
     }
     return {**base, **kw}
@@ -104,7 +106,8 @@ def test_gpu_section_names_the_card_and_verdicts():
     text = report.render_gpu_section(_gpu_result())
     assert "NVIDIA H100" in text and "CUDA active: **True**" in text
     assert "| vits14 224x224 | fp16 | 128 | 6,000 |" in text and ">= 5,000: pass" in text
-    assert "2.00e-05 with TF32 off" in text and "0.83" in text
+    assert "2.00e-05 with TF32 off" in text and "| vits14 | 8 | v2 binary, raw pixels | 5,000 | 6,000 | 0.83 | 97.5 |" in text
+    assert "raw pixels with the better worker count: pass" in text and "skipped: over the time budget" in text
     assert "not measured: throughput vitb14 fp32 batch 128" in text
     assert "CPU smoke" in report.render_gpu_section(_gpu_result(smoke=True))
     assert "Not run yet" in report.render_gpu_section(None)

@@ -84,3 +84,31 @@ def test_unreadable_image_leaves_no_output(loaded, photos, tmp_path):
 def test_no_images(loaded, tmp_path):
     with pytest.raises(ImageError):
         run_analysis(loaded, [], tmp_path / "out", progress=False)
+
+
+def test_image_picture_is_the_contract_picture_with_the_defect_rule_outlined():
+    """`sinder analyze` draws with the renderer of /visualize (contract/pictures.py): the same look."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from contract import pictures
+    from sinder.analyze import _image_picture
+    from sinder.defects.measure import defect_mask
+
+    torch.manual_seed(0)
+    direction = torch.zeros(8)
+    direction[0] = 1.0
+    spiky = torch.randn(8, 12, 8)
+    spiky[1, 2] = direction * 500  # one defect token, huge and along the direction
+    clean = torch.randn(8, 12, 8)
+    image = torch.zeros(3, 112, 168)
+    assert int(defect_mask(spiky.reshape(-1, 8), direction).sum()) >= 1
+    png = _image_picture(image, [("original", spiky), ("repaired", clean)], "t", direction, synthetic=True)
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    cyan = (picture[..., 0] < 30) & (picture[..., 1] > 225) & (picture[..., 2] > 225)
+    warn = (np.abs(picture.astype(int) - np.array(pictures._WARN)).sum(-1) < 40)
+    assert cyan.sum() > 0 and warn.sum() > 200  # outlines, and the synthetic note
+    one = np.asarray(Image.open(io.BytesIO(_image_picture(image, [("original", spiky)], "t", direction))))
+    assert picture.shape[1] == one.shape[1] and picture.shape[0] > one.shape[0]

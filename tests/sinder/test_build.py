@@ -120,12 +120,13 @@ def test_build_fills_the_layout_then_reuses_it(tmp_path, images, stubs, capsys):
     assert (repo / "demo" / "1" / "manifest.json").is_file() and (repo / "demo_sinder" / "1" / "model.onnx").is_file()
     ttr = json.loads((repo / "demo_ttr" / "1" / "manifest.json").read_text())
     assert ttr["registers"]["neurons"] == {"0": [1, 2]} and ttr["variant"] == {"kind": "ttr", "of": "demo"}
-    assert (repo / "demo_ttr" / "reports" / "registers.json").is_file()
+    assert (repo / "demo" / "reports" / "registers" / "registers.json").is_file()
     assert json.loads((repo / "demo" / "reports" / "comparison.json").read_text())["variants"] == {
         "demo": "original", "demo_sinder": "SINDER", "demo_ttr": "test-time registers"}
     assert (repo / "demo" / "reports" / "analysis" / "analysis.json").is_file()
-    assert (repo / "demo_sinder" / "reports" / "analysis" / "analysis.json").is_file()
-    assert (repo / "demo_sinder" / "reports" / "repair_report.json").is_file()
+    assert (repo / "demo" / "reports" / "repair" / "analysis" / "analysis.json").is_file()
+    assert (repo / "demo" / "reports" / "repair" / "repair_report.json").is_file()
+    assert not (repo / "demo_sinder" / "reports").exists()
     repaired = json.loads((repo / "demo_sinder" / "1" / "manifest.json").read_text())
     assert repaired["repair"]["before"] == {} and repaired["variant"] == {"kind": "sinder", "of": "demo"}
     assert layout.triton_problems(repo) == []  # only model folders at the top; reports are not versions
@@ -157,7 +158,7 @@ def test_build_redoes_only_what_is_missing(tmp_path, images, stubs):
 def test_build_reexports_registers_when_the_neurons_change(tmp_path, images, stubs):
     repo = tmp_path / "repo"
     build.build(build.BuildPlan(repo, "demo", images=images, progress=False), tiny_loaded())
-    path = repo / "demo_ttr" / "reports" / "registers.json"
+    path = repo / "demo" / "reports" / "registers" / "registers.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "neurons": {"1": [3]}}))
     summary = build.build(build.BuildPlan(repo, "demo", images=images, progress=False), tiny_loaded())
     status = {s["step"]: s["status"] for s in summary["steps"]}
@@ -234,7 +235,7 @@ def test_build_cli_for_a_checkpoint(tmp_path, images, stubs):
             "--resolution", "224"]
     assert main(args) == 0
     assert (repo / "mine" / "1").is_dir() and (repo / "mine_sinder" / "1").is_dir()
-    assert (repo / "mine_sinder" / "reports" / "repair_report.json").is_file()
+    assert (repo / "mine" / "reports" / "repair" / "repair_report.json").is_file()
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -285,4 +286,4 @@ def test_an_import_error_in_a_step_fails_the_build(tmp_path, images, stubs, monk
     monkeypatch.setitem(sys.modules, "sinder.analyze", None)  # `from .analyze import ...` raises ImportError
     with pytest.raises(ImportError):
         build.build(build.BuildPlan(tmp_path / "repo", "demo", images=images, progress=False), tiny_loaded())
-    assert not (tmp_path / "repo" / "reports" / "demo" / "build.json").exists()
+    assert not (tmp_path / "repo" / "demo" / "reports" / "build.json").exists()

@@ -32,10 +32,14 @@ _BODY = {
         "file field; options as form fields). Results come back in request order, each with its patch grid, the "
         "requested outputs and queue/inference timing; `model` and `model_version` say which model produced them. "
         "Images are batched with other requests' images of the same input size. A bad image fails the request "
-        "with an error naming its `index`."
+        "with an error naming its `index`. With `Accept: application/vnd.sinder.features` the answer is binary: "
+        "the same JSON document as a header of `Features-Header-Length` bytes, each array as `{dtype, shape, offset, "
+        "nbytes}` into the little-endian bytes after it (no base64; `encoding` is ignored)."
     ),
     response_model=None,
-    responses={200: {"model": FeaturesResponse, "description": "One result per image, in request order."},
+    responses={200: {"model": FeaturesResponse, "description": "One result per image, in request order.",
+                     "content": {"application/json": {}, "application/vnd.sinder.features": {
+                         "schema": {"type": "string", "format": "binary"}}}},
                **error_responses(400, 401, 404, 413, 415, 422, 424, 429, 500, 503, 504)},
     openapi_extra={"requestBody": _BODY},
 )
@@ -48,5 +52,8 @@ async def features(request: Request, service: FeatureService = Depends(get_servi
         )
         entry = service.resolve(*parsed.model_ref())
         result = await service.features(images, entry, parsed.to_options(), deadline, lambda: wait_disconnect(request))
+        if encode.wants_binary(request.headers.get("accept")):
+            content, length = await service.offload(encode.features_binary, result, parsed.to_encoding())
+            return Response(content, media_type=encode.BINARY_MEDIA_TYPE, headers={encode.HEADER_LENGTH: str(length)})
         content = await service.offload(encode.features_body, result, parsed.to_encoding())
     return Response(content, media_type="application/json")

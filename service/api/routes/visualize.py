@@ -33,11 +33,13 @@ _BODY = {
         "Send one image as JSON (`image`: a base64 string or data URI, or `images`: a list of one, the field name of "
         "/features) or multipart/form-data (one file part named `image` or `images`; options as form fields). "
         "`model`, `resize`, `short_side` and `resolution` mean what they mean for /features. Returns a PNG with one "
-        "row per model: the image at the model's input size, the heat map of last-block token norms with defective "
-        "tokens outlined in cyan, and the first three principal components of the patch tokens as RGB. Every loaded "
-        "model of the family (linked by the manifests' `variant` field) gets a row: the original first, then its "
-        "SINDER repair, its test-time registers and any other variant (`compare: false` draws one row). Only a "
-        "success is `image/png`: every error is the JSON envelope of /features, with the same statuses."
+        "row per model: the image at the model's input size, the heat map of last-block token norms (each row on "
+        "its own colour scale, with its colour bar) with defective tokens outlined in cyan on it and on the image, "
+        "and the first three principal components of the patch tokens as RGB; a legend below says how to read them "
+        "(and that PCA colours of synthetic weights carry no meaning). Every loaded model of the family (linked by "
+        "the manifests' `variant` field) gets a row: the original first, then its SINDER repair, its test-time "
+        "registers and any other variant (`compare: false` draws one row). Only a success is `image/png`: "
+        "every error is the JSON envelope of /features, with the same statuses."
     ),
     response_class=Response,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},

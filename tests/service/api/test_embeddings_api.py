@@ -153,3 +153,16 @@ def test_errors_of_features_apply(server, oai, images):
     with openai.OpenAI(base_url=server[0] + "/v1", api_key="wrong", max_retries=0) as stranger:
         with pytest.raises(openai.AuthenticationError):
             stranger.embeddings.create(model="tiny:1", input=[data_uri(images[0])])
+
+
+def test_openapi_documents_the_request_and_the_pooling_choice():
+    from service.openapi import schema
+
+    spec = schema()
+    operation = spec["paths"]["/v1/embeddings"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/EmbeddingsRequest")
+    assert {"200", "404", "413", "422", "429"} <= set(operation["responses"])
+    request = spec["components"]["schemas"]["EmbeddingsRequest"]["properties"]
+    assert request["pooling"]["enum"] == ["cls", "mean"] and request["encoding_format"]["enum"] == ["float", "base64"]
+    visualize = spec["components"]["schemas"]["VisualizeRequest"]["properties"]
+    assert {"image", "images"} <= set(visualize)

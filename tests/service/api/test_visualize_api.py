@@ -21,7 +21,8 @@ def test_pair_gives_two_rows_and_single_model_one(client):
     both = picture(client.post("/visualize", json={"image": image, "model": "tiny", "resize": "native"}))
     single = picture(client.post("/visualize", json={"image": image, "model": "tiny", "compare": False, "resize": "native"}))
     from_repaired = picture(client.post("/visualize", json={"image": image, "model": "tiny_sinder", "resize": "native"}))
-    assert both.shape[1] == single.shape[1] and both.shape[0] > 1.8 * single.shape[0]
+    # the second row adds a row's height; the legend below is drawn once
+    assert both.shape[1] == single.shape[1] and both.shape[0] - single.shape[0] > 0.5 * single.shape[0]
     assert from_repaired.shape == both.shape
     no_pair = picture(client.post("/visualize", json={"image": image, "model": "tiny_reg", "resize": "native"}))
     assert no_pair.shape == single.shape
@@ -34,7 +35,8 @@ def test_defect_tokens_are_outlined_in_cyan(client):
     ys, xs = np.nonzero(cyan)
     assert len(ys) > 0
     width = out.shape[1]
-    assert xs.min() > width / 3 and xs.max() < 2 * width / 3  # in the middle (heat map) panel
+    # on the image and on the heat map, not on the PCA panel
+    assert xs.min() < width / 3 and xs.max() > width / 3 and xs.max() < 2 * width / 3
 
 
 def test_multipart_and_errors(client):

@@ -263,3 +263,18 @@ def test_one_base_class_for_every_error(client, pixels):
         client.features([])
     with pytest.raises(FeatureClientError):
         client.features([pixels[0]], model="nope")
+
+
+def test_real_app_long_lists_are_chunked_by_its_info(make_client):
+    http = make_client(max_images=2)
+    client = FeatureClient(http_client=http)
+    limits = client.limits()
+    assert (limits.source, limits.max_images) == ("info", 2)
+    imgs = [noise(56, 56, seed=i) for i in range(5)]
+    results = client.features(imgs, outputs=("cls",))
+    assert [r.index for r in results] == [0, 1, 2, 3, 4]
+    for res, img in zip(results, imgs):
+        np.testing.assert_allclose(res.cls, client.features(img, outputs=("cls",))[0].cls, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ServiceError) as err:  # the same list in one request is refused
+        FeatureClient(http_client=http, max_images=64, max_body_bytes=10**7).features(imgs)
+    assert err.value.status == 413

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +194,23 @@ def test_sharded_safetensors_folder(tmp_path, sd):
     loaded = load_model(tmp_path)
     assert loaded.source_format == "hf"
     assert_same(loaded.model.state_dict(), sd)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_large_checkpoints_load_without_a_second_copy(tmp_path, sd, suffix):
+    """The model's weights are views of one memory map of the file, not copies of it."""
+    path = tmp_path / f"model{suffix}"
+    contiguous = {k: v.contiguous() for k, v in sd.items()}
+    save_file(contiguous, str(path)) if suffix == ".safetensors" else torch.save(contiguous, path)
+    loaded = load_model(path, arch=TINY)
+    assert_same(loaded.model.state_dict(), contiguous)
+    ptr = loaded.model.blocks[0].attn.qkv.weight.data_ptr()
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc/self/maps")
+    spans = []
+    for line in maps.read_text().splitlines():
+        if line.endswith(str(path)):
+            lo, hi = line.split()[0].split("-")
+            spans.append((int(lo, 16), int(hi, 16)))
+    assert any(lo <= ptr < hi for lo, hi in spans), "the weight is not a view of the file's memory map"
