@@ -89,7 +89,8 @@ def _variant(args, common: dict):
     if args.variant_of is None:
         return default_variant(args.name, kind)
     if kind == ORIGINAL:
-        raise SinderError("--variant-of goes with a repaired model (a repair report) or --registers")
+        raise SinderError("--variant-of names the original of a repaired model (give its --repair-report) "
+                          "or of one with test-time registers (--registers)")
     return Variant(kind=kind, of=args.variant_of)
 
 
