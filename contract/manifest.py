@@ -91,6 +91,12 @@ class Defect(BaseModel):
     high_norm_factor: float = Field(defects.HIGH_NORM_FACTOR, gt=0)
     rule: str = ""
     computed_on: str | None = None
+    source: Literal["predicted", "observed"] = Field(
+        "predicted", description="predicted: the paper's direction from the weights; observed: the leading "
+                                 "direction of the model's high-norm tokens on images (sinder --direction).")
+    choice: dict[str, Any] | None = Field(
+        None, description="How the direction was chosen: the requested mode, per-layer agreement of predicted and "
+                          "observed directions, warnings (sinder --direction).")
 
     @field_validator("direction")
     @classmethod
@@ -206,11 +212,13 @@ def tensor_specs(embed_dim: int, num_register_tokens: int, precision: str) -> tu
 
 
 def defect_block(direction, layer: int, threshold_std: float = defects.THRESHOLD_STD,
-                 high_norm_factor: float = defects.HIGH_NORM_FACTOR) -> Defect:
+                 high_norm_factor: float = defects.HIGH_NORM_FACTOR, source: str = "predicted",
+                 choice: dict | None = None) -> Defect:
     """The manifest's ``defect`` for a unit ``direction`` (any float sequence) used at block ``layer``."""
     return Defect(layer=layer, direction=[float(v) for v in direction], threshold_std=threshold_std,
                   high_norm_factor=high_norm_factor, rule=defects.rule_text(threshold_std),
-                  computed_on=f"patch tokens output by block {layer} (0-based), before the final norm")
+                  computed_on=f"patch tokens output by block {layer} (0-based), before the final norm",
+                  source=source, choice=choice)
 
 
 def describe(exc: ValidationError) -> str:

@@ -17,7 +17,9 @@ from . import __version__
 from .atomic import atomic_dir, write_bytes, write_json, write_with
 from .defects.directions import directions_of
 from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, defect_mask, measure_layers
+from .defects.observed import choose_directions
 from .defects.rule import STD_DDOF
+from .defects.where import where_summary
 from .errors import ImageError, SinderError
 from .images import denormalize, image_rule, load_image
 from .model import LoadedModel
@@ -122,11 +124,15 @@ def _model_info(loaded: LoadedModel) -> dict:
 
 
 def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, resolution: int = 224,
-                 repaired: LoadedModel | None = None, progress: bool = True, compute=None) -> dict:
+                 repaired: LoadedModel | None = None, progress: bool = True, compute=None,
+                 direction: str = "auto") -> dict:
     """Measure ``loaded`` (and ``repaired``, if given) on the images and write the report and pictures.
 
-    Both models are measured along the original model's predicted directions, so that "after"
-    answers whether the defect the original model has is still there. ``compute``
+    Both models are measured along the original model's directions, so that "after" answers
+    whether the defect the original model has is still there; ``direction`` (``predicted``,
+    ``observed`` or ``auto``, see ``sinder.defects.observed``) says which, and the report records
+    the choice, the agreement of predicted and observed directions, and a warning when high-norm
+    tokens exist that the prediction does not explain. ``compute``
     (:class:`sinder.device.Compute`, default CPU fp32): where the forward passes run and their
     autocast precision; the statistics are float32 on the CPU. Returns the report.
     """
@@ -154,10 +160,15 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     names = [p.name for p in image_paths]
 
     predicted = directions_of(loaded)
-    directions, summary = predicted.vectors, predicted.summary()
+    summary = predicted.summary()
     with compute.autocast():
-        before = measure_layers(loaded.model, images, directions, names=names, progress=progress,
+        before = measure_layers(loaded.model, images, predicted.vectors, names=names, progress=progress,
                                 keep_last_tokens=True)
+        choice = choose_directions(predicted.vectors, before["observations"], direction)
+        directions = choice.directions
+        if choice.used == "observed":  # the figures along the directions in use
+            before = measure_layers(loaded.model, images, directions, names=names, progress=progress,
+                                    keep_last_tokens=True)
         after = None
         if repaired is not None:
             after = measure_layers(repaired.model, images, directions, names=names, progress=progress,
@@ -199,6 +210,9 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
         "first_mask_layer": before["first_mask_layer"],
         "per_image": before["per_image"],
         "directions": [{k: v for k, v in row.items() if k != "direction"} for row in summary],
+        "direction": choice.record(),
+        "warnings": choice.warnings,
+        "where": where_summary(before, after),
     }
     if synthetic:
         from .demo import demo_note
@@ -207,7 +221,7 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     if after is not None:
         report["repaired"] = {
             "model": _model_info(repaired),
-            "measured_along": "the original model's predicted directions",
+            "measured_along": f"the original model's {choice.used} directions",
             "layers": after["layers"],
             "first_defect_layer": after["first_defect_layer"],
             "first_mask_layer": after["first_mask_layer"],

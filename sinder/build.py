@@ -52,6 +52,7 @@ class BuildPlan:
     images: Path | None = None  # default: the bundled demo photos
     device: str | None = None  # --device (default: the first CUDA device, else the CPU)
     precision: str = "auto"  # --precision of analysis and repair ("auto": each job's measured default)
+    direction: str = "auto"  # --direction of analysis, repair and export (sinder.defects.observed)
     steps: list[dict] = field(default_factory=list)
 
     def compute(self, job: str):
@@ -134,7 +135,7 @@ def _analysis(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], out: Path
 
     with atomic_dir(out, overwrite=True) as tmp:
         run_analysis(loaded, paths, tmp, resolution=plan.resolution, repaired=repaired, progress=plan.progress,
-                     compute=plan.compute("analyze"))
+                     compute=plan.compute("analyze"), direction=plan.direction)
 
 
 def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
@@ -159,7 +160,8 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
 
     _step(plan, f"export {plan.name} v{VERSION}", _complete_export(plan, original_dir, loaded.sha256, original),
           lambda: export_model(loaded, plan.model_repo, plan.name, version=VERSION, overwrite=True,
-                               progress=plan.progress, variant=original, device=parity_device), str(original_dir))
+                               progress=plan.progress, variant=original, device=parity_device,
+                               **_direction(plan, loaded, paths)), str(original_dir))
 
     analysis_dir = plan.reports / "analysis"
     _step(plan, f"analyse {plan.name} on {len(paths)} images", analysis_dir.is_dir(),
@@ -175,7 +177,7 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
           _complete_export(plan, repaired_dir, repaired.sha256, linked),
           lambda: export_model(repaired.model(), plan.model_repo, plan.repaired_name, version=VERSION,
                                overwrite=True, repair_summary=repaired.report, progress=plan.progress,
-                               variant=linked, device=parity_device),
+                               variant=linked, device=parity_device, **_direction(plan, repaired.model(), paths)),
           str(repaired_dir))
 
     opts = _repair_options(plan, repair_options)
@@ -216,6 +218,16 @@ class _Repaired:
         return self._loaded
 
 
+def _direction(plan: BuildPlan, loaded: LoadedModel, paths: list[Path]) -> dict:
+    """``export_model``'s direction arguments under ``plan.direction``, observed on the build's images."""
+    from .export.api import choose_direction
+
+    direction, record = choose_direction(loaded, plan.direction, paths, plan.resolution)
+    for warning in record["warnings"]:
+        _say(plan, f"warning: {warning}")
+    return {"direction": direction, "direction_record": record}
+
+
 def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], options) -> _Repaired:
     have = plan.checkpoint.is_file() and plan.repair_report.is_file()
     if have and not plan.force:
@@ -247,18 +259,20 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
 def _repair_options(plan: BuildPlan, options):
     from .repair import RepairOptions
 
-    return options or RepairOptions(resolution=plan.resolution)
+    return options or RepairOptions(resolution=plan.resolution, direction=plan.direction)
 
 
 def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True,
-               kind: str = "planted", device: str | None = None, precision: str = "auto") -> dict:
+               kind: str = "planted", device: str | None = None, precision: str = "auto",
+               direction: str = "auto") -> dict:
     """Build the demo model of ``kind`` as ``DEMO_NAMES[kind]`` and its repair."""
     from . import demo
 
     if kind not in DEMO_NAMES:
         raise SinderError(f"demo kind must be one of {', '.join(DEMO_NAMES)}, got {kind!r}")
     name = DEMO_NAMES[kind]
-    plan = BuildPlan(Path(model_repo), name, force=force, progress=progress, device=device, precision=precision)
+    plan = BuildPlan(Path(model_repo), name, force=force, progress=progress, device=device, precision=precision,
+                     direction=direction)
     plan.compute("analyze"), plan.compute("repair")  # bad --device/--precision: fail before building the demo
     loaded = demo.load_demo(seed=seed) if kind == "planted" else demo.load_demo_kind(kind, seed=seed)
     if not force and _demo_complete(plan):
@@ -289,13 +303,14 @@ def _demo_complete(plan: BuildPlan) -> bool:
 def build_checkpoint(checkpoint: Path, name: str, model_repo: Path, arch: str | None = None,
                      interpolation: str | None = None, images: Path | None = None, resolution: int | None = None,
                      force: bool = False, progress: bool = True, device: str | None = None,
-                     precision: str = "auto") -> dict:
+                     precision: str = "auto", direction: str = "auto") -> dict:
     from .checkpoints import load_model
     from .repair import RepairOptions
 
-    opts = RepairOptions(resolution=resolution) if resolution else RepairOptions()
+    opts = RepairOptions(resolution=resolution, direction=direction) if resolution else RepairOptions(
+        direction=direction)
     plan = BuildPlan(Path(model_repo), name, force=force, progress=progress, images=images,
-                     resolution=opts.resolution, device=device, precision=precision)
+                     resolution=opts.resolution, device=device, precision=precision, direction=direction)
     plan.compute("analyze"), plan.compute("repair")  # bad --device/--precision: fail before loading
     loaded = load_model(checkpoint, arch=arch, interpolation=interpolation)
     return build(plan, loaded, repair_options=opts)

@@ -46,8 +46,9 @@ carried by ``norm2.bias`` along the units' input direction (the other units' fc1
 that does to them, so they compute what they did) and the trigger units have ordinary fc1 biases. The
 reason is what is known of real checkpoints: the paper reports that its prediction matches the
 high-norm tokens of the DINOv2 models it studies, which it could not do if their defect neurons sat
-at ``b / |w|`` far below zero. The same model with the threshold moved into fc1 (functionally identical) is a test
-fixture, and ``sinder analyze`` reports the observed direction for it.
+at ``b / |w|`` far below zero. The same model with the threshold moved into fc1 (functionally identical) is checked
+in ``tests/sinder/test_demo_entangled.py``: its prediction misses the defect, which is what
+``--direction auto`` (the observed direction) is for.
 
 Weights are drawn on the CPU in float64 from a ``torch.Generator`` and the calibration runs in
 float64; everything is rounded to a 2^-20 grid and cast to float32, so the weights are the same on

@@ -72,7 +72,9 @@ V2_ERROR_RESPONSES = {
         404: "Unknown model or version.",
         413: "Body, image count or an image's pixel count over the configured limit.",
         422: "Wrong input name, datatype or shape, unknown output, or an image that cannot be decoded.",
+        424: "The backend failed and would fail again: the model failed to load, or the backend rejected the batch.",
         429: "Overloaded; retry after `Retry-After` seconds.",
+        500: "A bug in the service.",
         503: "Not ready, draining, or the model failed to load.",
         504: "The request deadline passed before its images ran.",
     }.items()

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..direction_modes import add_direction_arg
 from ..errors import SinderError
 from ..device import add_device_args
 from .common import add_model_args, load_from_args
@@ -33,6 +34,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="shorter image side in pixels (then cropped down to a multiple of the patch size)")
     add_device_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_direction_arg(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -58,13 +60,16 @@ def run(args: argparse.Namespace) -> int:
                               interpolation=args.interpolation or loaded.arch.interpolation)
         repaired.synthetic = repaired.synthetic or loaded.synthetic
     report = run_analysis(loaded, paths, args.out, resolution=args.resolution, repaired=repaired,
-                          progress=not args.no_progress, compute=compute)
+                          progress=not args.no_progress, direction=args.direction, compute=compute)
     last = report["layers"][-1]
     tag = " [SYNTHETIC demo weights]" if report["synthetic"] else ""
     print(f"analysed{tag} {report['images']} images: first defect layer {report['first_defect_layer']}; "
           f"last layer defect fraction {last['defect_fraction']:.4f}, high-norm fraction "
           f"{last['high_norm_fraction']:.4f}, alignment "
           f"{'n/a' if last['alignment'] is None else format(last['alignment'], '.3f')}")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"direction: {report['direction']['used']} (requested {report['direction']['requested']})")
     if "repaired" in report:
         rl = report["repaired"]["layers"][-1]
         print(f"repaired: last layer defect fraction {rl['defect_fraction']:.4f}, "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..demo_kinds import DEMO_KINDS
 from ..device import add_device_args
+from ..direction_modes import add_direction_arg
 from ..errors import SinderError
 from ..model import ARCHS
 from ..model.archs import INTERPOLATIONS
@@ -41,6 +42,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model-repo", type=Path, default=Path("model_repo"), metavar="DIR")
     parser.add_argument("--force", action="store_true", help="redo every step")
     add_device_args(parser)
+    add_direction_arg(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -53,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
             raise SinderError("--demo builds dinov2_demo with fixed settings; --name/--arch/--interpolation/"
                               "--images/--resolution go with --checkpoint")
         build.build_demo(args.model_repo, force=args.force, seed=args.seed, kind=args.demo, device=args.device,
-                         precision=args.compute_precision)
+                         precision=args.compute_precision, direction=args.direction)
     else:
         if not args.name:
             raise SinderError("--checkpoint needs --name (the model's folder name in the repository)")
         build.build_checkpoint(args.checkpoint, args.name, args.model_repo, arch=args.arch,
                                interpolation=args.interpolation, images=args.images, resolution=args.resolution,
-                               force=args.force, device=args.device, precision=args.compute_precision)
+                               force=args.force, device=args.device, precision=args.compute_precision,
+                               direction=args.direction)
     return 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..errors import SinderError
 from ..device import add_device_args
+from ..direction_modes import add_direction_arg
 from .common import add_model_args, load_from_args
 
 
@@ -51,6 +53,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--repair-report", type=Path, metavar="JSON",
                         help="repair_report.json of this checkpoint (default: the one beside --checkpoint, if any)")
     add_device_args(parser, precision=False)  # where the parity step runs
+    add_direction_arg(parser)
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="images to observe the defect direction on for --direction observed/auto (with --demo: "
+                             "default the bundled photos; without images auto keeps the prediction, unchecked)")
     parser.set_defaults(func=run)
     return parser
 
@@ -94,6 +100,14 @@ def _variant(args, common: dict):
     return Variant(kind=kind, of=args.variant_of)
 
 
+def _direction_images(args) -> list[Path] | None:
+    from ..images import demo_images_dir, list_images
+
+    if args.images is not None:
+        return list_images(args.images)
+    return list_images(demo_images_dir()) if args.demo else None
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import device
     from ..export import export_model
@@ -104,11 +118,14 @@ def run(args: argparse.Namespace) -> int:
     report = _repair_report(args)
     common = dict(repair_summary=report, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
                   opset=args.opset or DEFAULT_OPSET, device=compute.device)
-    from ..export.api import default_direction
+    from ..export.api import choose_direction
 
     model = _with_registers(loaded, args, common)  # checked before the slow direction
     common["variant"] = _variant(args, common)
-    direction = default_direction(loaded)  # the original model's, computed once for every variant
+    # the original model's, computed once for every variant
+    direction, common["direction_record"] = choose_direction(loaded, args.direction, _direction_images(args))
+    for warning in common["direction_record"]["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     out = export_model(model, args.model_repo, args.name, version=args.version, precision=args.precision,
                        direction=direction, instance_kind=args.instance_kind, **common)
     print(out)

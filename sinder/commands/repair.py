@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..direction_modes import add_direction_arg
 from ..errors import SinderError
 from ..device import add_device_args
 from .common import add_model_args, load_from_args
@@ -85,6 +86,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="print the architecture, resolution, trainable epsilon count and the estimated peak memory "
                         "and FLOPs per iteration for --device/--precision, then stop (reads only shapes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_direction_arg(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -98,7 +100,7 @@ def options_from_args(args: argparse.Namespace):
         stop_fraction=args.stop_fraction, window=args.window, resolution=_resolution(args),
         max_iterations=args.max_iterations, max_epochs=args.max_epochs, seed=args.train_seed,
         held_out_fraction=args.held_out_fraction, measure_resolution=args.measure_resolution,
-        save_every=args.save_every,
+        save_every=args.save_every, direction=args.direction,
     )
 
 

@@ -59,7 +59,7 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
     """Per-layer defect statistics over ``images`` (each ``[3, H, W]``, normalised).
 
     Returns ``{"layers": [...], "per_image": [...], "first_defect_layer": int | None,
-    "first_mask_layer": int | None}`` (and ``"last_tokens"``, a list of ``[h, w, C]`` tensors,
+    "first_mask_layer": int | None, "observations": [LayerObservation, ...]}`` (and ``"last_tokens"``, a list of ``[h, w, C]`` tensors,
     with ``keep_last_tokens``). Norms and fractions are pooled over all patch tokens of all
     images; the high-norm threshold is ``norm_factor`` times the layer's pooled median.
     """
@@ -97,8 +97,10 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
 
     medians = [torch.cat(n).median() for n in norms]
 
-    # Sum of unit vectors of high-norm tokens per layer (pooled threshold known only now).
+    # Sum of unit vectors of high-norm tokens per layer (pooled threshold known only now), and of
+    # their outer products: the observed defect direction is its leading eigenvector.
     unit_sums = [torch.zeros(vit.cfg.embed_dim) for _ in range(depth)]
+    grams = [torch.zeros(vit.cfg.embed_dim, vit.cfg.embed_dim, dtype=torch.float64) for _ in range(depth)]
     high_counts = [0] * depth
     aligned_counts = [0] * depth
     for j, img in enumerate(images):
@@ -106,10 +108,15 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
         for i, tok in enumerate(layers):
             mask = norms[i][j] >= norm_factor * medians[i]
             if mask.any():
-                unit_sums[i] += F.normalize(tok[mask], dim=-1).sum(dim=0)
+                units = F.normalize(tok[mask], dim=-1)
+                unit_sums[i] += units.sum(dim=0)
+                grams[i] += units.double().T @ units.double()
                 high_counts[i] += int(mask.sum())
                 aligned_counts[i] += int((token_cosines(tok[mask], directions[i]) >= ALIGNED_COS).sum())
 
+    from .observed import agreement, observe_from_gram
+
+    observations = observe_from_gram(grams, high_counts)
     rows = []
     for i in range(depth):
         all_norms = torch.cat(norms[i])
@@ -129,6 +136,8 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
             "median_norm": float(medians[i]),
             "max_norm": float(all_norms.max()),
             "alignment": alignment,
+            "observed_coherence": observations[i].coherence,
+            "agreement_with_observed": agreement(directions[i], observations[i].direction),
         })
 
     last = depth - 1
@@ -150,6 +159,7 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
         "per_image": per_image,
         "first_defect_layer": first_defect_layer(rows),
         "first_mask_layer": next((r["index"] for r in rows if r["defect_tokens"] > 0), None),
+        "observations": observations,  # per layer: the observed direction (sinder.defects.observed)
     }
     if keep_last_tokens:
         result["last_tokens"] = last_tokens

@@ -48,6 +48,30 @@ def default_variant(name: str, kind: str) -> Variant:
     return Variant(kind=kind, of=name[: -len(suffix)])
 
 
+def choose_direction(loaded: LoadedModel, mode: str = "auto", image_paths=None,
+                     resolution: int = 224) -> tuple[torch.Tensor, dict]:
+    """(the last block's defect direction under ``--direction mode``, the record of the choice).
+
+    ``observed`` and ``auto`` measure the high-norm tokens on ``image_paths``; without images
+    ``auto`` keeps the prediction (recorded as unchecked) and ``observed`` is an error.
+    """
+    from ..defects.directions import directions_of
+    from ..defects.measure import measure_layers
+    from ..defects.observed import choose_directions
+    from ..images import load_image
+
+    predicted = directions_of(loaded).vectors
+    observations = None
+    if mode != "predicted" and image_paths:
+        images = [load_image(p, resolution) for p in image_paths]
+        observations = measure_layers(loaded.model, images, predicted)["observations"]
+    try:
+        choice = choose_directions(predicted, observations, mode)
+    except ValueError as exc:
+        raise SinderError(f"--direction {mode}: {exc} (pass --images)") from None
+    return choice.directions[-1], choice.record()
+
+
 def export_model(
     loaded: LoadedModel,
     model_repo: Path,
@@ -67,6 +91,7 @@ def export_model(
     variant: Variant | None = None,
     registers_summary: dict | None = None,
     device: torch.device | None = None,
+    direction_record: dict | None = None,
 ) -> Path:
     """Export ``loaded`` to ``model_repo/name/<version>/`` (model.onnx, manifest.json) and
     write ``model_repo/name/config.pbtxt``. Returns the version folder.
@@ -147,6 +172,7 @@ def export_model(
             repair=repair_summary_of(repair_summary), opset=opset, external_data=external,
             export_seconds=round(time.perf_counter() - started, 2), opset_imports=_opset_imports(onnx_path),
             registers=registers_summary,
+            direction_record=direction_record,
         )
         write_bytes(tmp / layout.MANIFEST_FILE, manifest.to_json().encode())
     kind = instance_kind or ("KIND_CPU" if precision == "int8" else "KIND_GPU")

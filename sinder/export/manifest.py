@@ -67,6 +67,7 @@ def build_manifest(
     export_seconds: float | None = None,
     opset_imports: dict[str, int] | None = None,
     registers: dict | None = None,
+    direction_record: dict | None = None,
 ) -> Manifest:
     arch = loaded.arch
     inputs, outputs = tensor_specs(arch.embed_dim, arch.num_register_tokens, precision)
@@ -84,7 +85,8 @@ def build_manifest(
                                     training=Resize.model_validate(training) if training else None),
         inputs=inputs,
         outputs=outputs,
-        defect=defect_block(direction.float().reshape(-1).tolist(), direction_layer, threshold_std, high_norm_factor),
+        defect=defect_block(direction.float().reshape(-1).tolist(), direction_layer, threshold_std, high_norm_factor,
+                            source=(direction_record or {}).get("used", "predicted"), choice=direction_record),
         variant=variant or Variant(),
         provenance=Provenance(
             source_checkpoint=loaded.source, sha256=loaded.sha256, source_format=loaded.source_format,

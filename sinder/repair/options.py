@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from contract.defects import THRESHOLD_STD
 
+from ..direction_modes import DIRECTION_MODES
 from ..errors import SinderError
 
 # Kept here, free of torch, so that building the CLI parser stays fast.
@@ -30,11 +31,12 @@ class RepairOptions:
     seed: int = 0  # order of the training images
     held_out_fraction: float = 0.25  # share of the images kept out of training to measure the result
     measure_resolution: int | None = None  # resolution of the held-out measurement (default: `resolution`)
+    direction: str = "auto"  # defect directions: predicted | observed | auto (sinder.defects.observed)
     save_every: int = 50  # iterations between resume-file writes
 
     # Options that change what training computes: a resume file only continues a run that agrees on them.
     TRAINING_KEYS = ("lr", "momentum", "mask_threshold", "kernel", "temperature", "limit_layers",
-                     "skip_less_than", "stop_fraction", "window", "resolution", "seed")
+                     "skip_less_than", "stop_fraction", "window", "resolution", "seed", "direction")
 
     def __post_init__(self) -> None:
         problems = []
@@ -68,6 +70,8 @@ class RepairOptions:
             problems.append(f"held-out fraction must be in (0, 1), got {self.held_out_fraction}")
         if self.save_every < 1:
             problems.append(f"save-every must be >= 1, got {self.save_every}")
+        if self.direction not in DIRECTION_MODES:
+            problems.append(f"direction must be one of {', '.join(DIRECTION_MODES)}, got {self.direction!r}")
         if problems:
             raise SinderError("invalid repair options: " + "; ".join(problems))
 

@@ -51,6 +51,46 @@ def _check_images(train_paths: Sequence[Path], heldout_paths: Sequence[Path], st
     return readable
 
 
+_OBSERVE_IMAGES = 64  # training images the observed direction is measured on (at most)
+
+
+def _choose_directions(loaded: LoadedModel, predicted, train_paths: Sequence[Path], options: RepairOptions, compute):
+    """The directions the repair uses (``options.direction``), observed on the training images."""
+    from ..defects.measure import measure_layers
+    from ..defects.observed import choose_directions
+    from ..images import load_image
+
+    if options.direction == "predicted":
+        return choose_directions(predicted, None, "predicted")
+    images = []
+    for p in train_paths[:_OBSERVE_IMAGES]:
+        try:
+            images.append(load_image(p, options.resolution))
+        except ImageError:
+            continue  # the training loop reports unreadable images
+    if not images:
+        if options.direction == "observed":
+            raise ImageError("no readable training image to observe the defect direction on")
+        return choose_directions(predicted, None, options.direction)  # the training loop reports the images
+    with compute.autocast():
+        observations = measure_layers(loaded.model, images, predicted)["observations"]
+    return choose_directions(predicted, observations, options.direction)
+
+
+def _where(original, repaired, directions, heldout_paths: Sequence[Path], resolution: int,
+           loss_layers: dict[int, int]) -> dict:
+    """Held-out before/after at the last layer, the loss layer, the peak and the first defect layer."""
+    from ..defects.measure import measure_layers
+    from ..defects.where import compare_at_layers, layers_of_interest
+    from ..images import load_image
+
+    images = [load_image(p, resolution) for p in heldout_paths]
+    rows = measure_layers(original, images, directions)
+    loss = max(loss_layers, key=loss_layers.get) if loss_layers else None
+    layers = layers_of_interest(rows["layers"], rows["first_defect_layer"], loss)
+    return compare_at_layers(original, repaired, directions, images, layers)
+
+
 def run_repair(
     loaded: LoadedModel,
     train_paths: list[Path],
@@ -96,7 +136,10 @@ def run_repair(
     from ..defects.directions import directions_of, predict_directions
 
     original = loaded.model.eval().to(compute.device)
-    directions = directions_of(loaded).vectors
+    choice = _choose_directions(loaded, directions_of(loaded).vectors, train_paths, options, compute)
+    directions = choice.directions
+    for warning in choice.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     model = copy.deepcopy(original)
     apply_svd(model)
     # The precision is not part of the run's identity: after running out of memory, the same
@@ -122,6 +165,8 @@ def run_repair(
     repaired_directions = predict_directions(model)
     evaluation = compare_models(original, model, directions[-1], heldout_paths, measure_res,
                                 repaired_direction=repaired_directions.last, progress=progress)
+    with compute.autocast():
+        where = _where(original, model, directions, heldout_paths, measure_res, result.loss_layers)
 
     save_official(model, out)  # plain tensors, official keys, written atomically
     sha = sha256_file(out)
@@ -148,6 +193,9 @@ def run_repair(
         "clean_fraction": result.clean_fraction,
         "loss_layers": {str(k): v for k, v in sorted(result.loss_layers.items())},
         "resumed_from_iteration": resumed_from,
+        "direction": choice.record(),
+        "warnings": choice.warnings,
+        "where": where,
         "seconds": seconds,
         "cpu_seconds": time.process_time() - cpu_started,  # every thread of this process (this run only)
         "train_seconds": result.seconds,

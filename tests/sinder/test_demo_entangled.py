@@ -97,3 +97,19 @@ def test_trigger_follows_the_content_not_the_position(loaded, photos):
     by_content = _jaccard(high_a[:, shift:], high_b[:, : 16 - shift])  # the same pixels in both crops
     by_position = _jaccard(high_a, high_b)  # the same grid cells
     assert by_content >= 0.3 and by_content > by_position + 0.1, (by_content, by_position)
+
+
+def test_prediction_depends_on_where_the_trigger_threshold_lives(loaded, photos):
+    import copy
+
+    base = defect_directions(loaded.model)
+    moved = copy.deepcopy(loaded.model)
+    blk = moved.blocks[ent.DEFECT_BLOCK]
+    with torch.no_grad():  # the same function: norm2.bias folded into fc1.bias
+        blk.mlp.fc1.bias.add_(blk.mlp.fc1.weight @ blk.norm2.bias)
+        blk.norm2.bias.zero_()
+        a = loaded.model.block_outputs(photos[1][0][None])[-1]
+        b = moved.block_outputs(photos[1][0][None])[-1]
+    assert float((a - b).norm() / a.norm()) < 1e-4
+    agree = (defect_directions(moved) * base).sum(dim=1).abs()
+    assert (agree[: ent.DEFECT_BLOCK] > 0.9).all() and (agree[ent.DEFECT_BLOCK :] < 0.5).all()
