@@ -158,6 +158,9 @@ class Manifest(BaseModel):
     provenance: Provenance
     parity: dict[str, Any] = Field(default_factory=dict, description="Export parity figures (model_repo/README.md).")
     repair: dict[str, Any] | None = Field(None, description="Summary of repair_report.json; null for an original.")
+    registers: dict[str, Any] | None = Field(
+        None, description="Test-time registers (variant ttr): the neurons the graph edits ({layer: [neuron, ...]}), "
+                          "how they were found and the held-out figures; null otherwise.")
     export_seconds: float | None = None
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""``sinder build``: fill a model repository with a model before and after SINDER repair.
+"""``sinder build``: fill a model repository with a model, its SINDER repair and its test-time registers.
 
 Layout (documented in model_repo/README.md). Reports live in the original model's folder,
 where Triton ignores a folder that is not a version number; it exists from the first step
@@ -10,6 +10,9 @@ on, so an interrupted build never leaves a top-level folder that is not a model:
     model_repo/<name>/reports/build.json                                          what the build did
     model_repo/<name>/reports/repair/{<name>_sinder.pth, repair_report.json}      repair output
     model_repo/<name>/reports/repair/analysis/                                    before/after analysis
+    model_repo/<name>_ttr/config.pbtxt, <name>_ttr/1/{...}                        with test-time registers
+    model_repo/<name>/reports/registers/{registers.json, analysis/}              register neurons, before/after
+    model_repo/<name>/reports/comparison.{json,png}                               the three side by side
 
 Every step writes atomically and is skipped when its output is already complete, so a
 second run only checks and says what it reuses; ``force`` redoes every step.
@@ -136,8 +139,10 @@ def _analysis(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], out: Path
 
 
 def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
-    """Export ``loaded`` as ``plan.name``, repair it, export the result as ``<name>_sinder``,
-    with analyses and the repair report in the original's ``reports/`` folder."""
+    """Export ``loaded`` as ``plan.name``, repair it, export the result as ``<name>_sinder``, find its
+    test-time registers and export them as ``<name>_ttr``, with analyses, the repair and registers
+    reports and the comparison of the three in the original's ``reports/`` folder."""
+    from . import build_registers as ttr_steps
     from .export import export_model, is_complete
 
     try:
@@ -175,10 +180,18 @@ def build(plan: BuildPlan, loaded: LoadedModel, repair_options=None) -> dict:
                                variant=linked, device=parity_device, **_direction(plan, repaired.model(), paths)),
           str(repaired_dir))
 
+    opts = _repair_options(plan, repair_options)
+    ttr, ttr_report = ttr_steps.find_or_reuse(plan, _step, loaded, paths, opts)
+    ttr_dir = ttr_steps.export_or_reuse(plan, _step, ttr, ttr_report, VERSION)
+    comparison = ttr_steps.compare_or_reuse(plan, _step, loaded, repaired, ttr, ttr_report,
+                                            ttr_steps.split(paths, opts)[1])
+
+    dirs = {plan.name: original_dir, plan.repaired_name: repaired_dir, ttr_dir.parent.name: ttr_dir}
     summary = {
         "synthetic": loaded.synthetic,
-        "models": {plan.name: str(original_dir), plan.repaired_name: str(repaired_dir)},
-        "complete": is_complete(original_dir) and is_complete(repaired_dir),
+        "models": {name: str(d) for name, d in dirs.items()},
+        "comparison": str(comparison),
+        "complete": all(is_complete(d) for d in dirs.values()),
         "steps": plan.steps,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -223,11 +236,11 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
             raise SinderError(f"{plan.repair_report} is the repair of another model; pass --force to redo it")
 
     def repair():
-        from .images import split_images
-        from .repair import RepairOptions, run_repair
+        from .build_registers import split
+        from .repair import run_repair
 
-        opts = options or RepairOptions(resolution=plan.resolution, direction=plan.direction)
-        train, held = split_images(paths, opts.held_out_fraction, seed=opts.seed)
+        opts = _repair_options(plan, options)
+        train, held = split(paths, opts)
         if plan.force:
             shutil.rmtree(plan.repair_dir, ignore_errors=True)
         plan.checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +254,12 @@ def _repair_or_reuse(plan: BuildPlan, loaded: LoadedModel, paths: list[Path], op
         repaired, report = result
         return _Repaired(plan, loaded, repaired, report)
     return _Repaired(plan, loaded, None, json.loads(plan.repair_report.read_text()))
+
+
+def _repair_options(plan: BuildPlan, options):
+    from .repair import RepairOptions
+
+    return options or RepairOptions(resolution=plan.resolution, direction=plan.direction)
 
 
 def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: bool = True,
@@ -267,7 +286,7 @@ def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: b
                        f"{loaded.sha256[:12]}...); rebuilding everything")
             plan.force = True
         else:
-            _say(plan, f"{name} and {plan.repaired_name} v{VERSION} are complete in {plan.model_repo}; "
+            _say(plan, f"{name} and its variants v{VERSION} are complete in {plan.model_repo}; "
                        "checking them (use --force to rebuild)")
     return build(plan, loaded)
 
@@ -275,7 +294,10 @@ def build_demo(model_repo: Path, force: bool = False, seed: int = 0, progress: b
 def _demo_complete(plan: BuildPlan) -> bool:
     from .export import is_complete
 
-    return is_complete(plan.version_dir(plan.name)) and is_complete(plan.version_dir(plan.repaired_name))
+    from .build_registers import SUFFIX
+
+    names = (plan.name, plan.repaired_name, plan.name + SUFFIX)
+    return all(is_complete(plan.version_dir(n)) for n in names)
 
 
 def build_checkpoint(checkpoint: Path, name: str, model_repo: Path, arch: str | None = None,

@@ -142,8 +142,8 @@ class VisualizeRequest(ResizeOptions):
     image: Base64Image | None = Field(None, description="One image, base64 or a data URI (or send `images`).")
     images: list[Base64Image] | None = Field(
         None, min_length=1, max_length=1, description="The same image as a one-item list: /features' field name.")
-    model: str | ModelRef | None = Field(None, description="Model to draw; its repaired (or original) pair is added when loaded.")
-    compare: bool = Field(True, description="Add a row for the linked model (original or SINDER-repaired variant, by the manifests' `variant`) when both are loaded.")
+    model: str | ModelRef | None = Field(None, description="Model to draw; the loaded models of its family are added.")
+    compare: bool = Field(True, description="Add a row for every loaded model of the family (the original, SINDER, test-time registers, ..., by the manifests' `variant`).")
 
     @model_validator(mode="after")
     def _one_image(self):
@@ -260,6 +260,13 @@ class DefectStats(BaseModel):
     mean_defect_fraction: float | None = Field(description="Mean fraction of defective tokens over those images.")
 
 
+class VariantLink(BaseModel):
+    name: str
+    version: int
+    kind: str = Field(description="original, sinder (SINDER repair), ttr (test-time registers), ...")
+    of: str | None = Field(None, description="The original it derives from; null for the original.")
+
+
 class ModelDetail(ModelSummary):
     versions: list[ModelSummary] = Field(description="Every version of this model and its state.")
     architecture: dict[str, Any] | None = None
@@ -270,6 +277,12 @@ class ModelDetail(ModelSummary):
     defect: dict[str, Any] | None = Field(None, description="Manifest's defect rule (direction replaced by its length).")
     defect_stats: DefectStats
     repair: dict[str, Any] | None = Field(None, description="Repair report summary, for a repaired model.")
+    registers: dict[str, Any] | None = Field(
+        None, description="Test-time registers: the neurons the graph edits, how they were found, held-out figures.")
+    variant: VariantLink | None = Field(None, description="This model's place in its family (from its manifest).")
+    variants: list[VariantLink] = Field(
+        default_factory=list, description="The loaded family: the original and every variant of it (SINDER, test-time "
+                                          "registers, ...), in the order /visualize draws them.")
     provenance: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     queue_depth: int | None = None

@@ -1,4 +1,4 @@
-"""The picture flow of /visualize: pick the model rows (original, then repaired), run the image, draw the PNG."""
+"""The picture flow of /visualize: pick the model rows (the original, then each variant), run the image, draw the PNG."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class Pictures:
 
     async def render(self, image: ImageInput, entry: ModelVersion, options: FeatureOptions, compare: bool,
                      deadline: Deadline, disconnected: Disconnected | None = None) -> bytes:
-        """PNG bytes: one row per model (``entry``, or with ``compare`` its original above its repaired pair)."""
+        """PNG bytes: one row per model (``entry``, or with ``compare`` its original and every variant of it)."""
         missing = [n for n in PICTURE_OUTPUTS if n not in entry.output_names]
         if missing:
             raise InvalidInput(f"model {entry.key} lacks outputs {missing} needed for the picture")
@@ -39,13 +39,6 @@ class Pictures:
         return await self._decoder.offload(viz.render, rows)
 
     def _rows_for(self, entry: ModelVersion) -> list[ModelVersion]:
-        """[original, repaired] when both are ready and drawable alike, else [entry]."""
-        pair = [m for m in self.pair_of(entry) if m is not None]
-        if (len(pair) == 2 and all(n in m.output_names for m in pair for n in PICTURE_OUTPUTS)
-                and pair[0].patch_size == pair[1].patch_size):
-            return pair
-        return [entry]
-
-    def pair_of(self, entry: ModelVersion) -> tuple[ModelVersion | None, ModelVersion | None]:
-        """(original, repaired) for ``entry``, linked by the manifests' ``variant`` fields."""
-        return self._registry.linked(entry)
+        """Every ready, drawable model of ``entry``'s family (original, SINDER, test-time registers, ...)."""
+        return [m for m in self._registry.family(entry)  # entry is in it: render checked its outputs
+                if all(n in m.output_names for n in PICTURE_OUTPUTS) and m.patch_size == entry.patch_size]

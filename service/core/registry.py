@@ -20,7 +20,7 @@ import numpy as np
 
 from contract import layout
 from contract.errors import LayoutError, ManifestError
-from contract.manifest import ORIGINAL, REQUIRED_OUTPUTS, SINDER, Manifest, read_manifest
+from contract.manifest import ORIGINAL, REQUIRED_OUTPUTS, SINDER, TTR, Manifest, read_manifest
 from contract.triton_config import read_config
 from service.backends.base import Backend
 from service.core.batcher import Batcher
@@ -31,6 +31,7 @@ from service.core.metrics import Metrics
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[Path], Backend]
+VARIANT_ORDER = (ORIGINAL, SINDER, TTR)  # how a family is listed and drawn
 __all__ = ["ManifestError", "ModelRegistry", "ModelVersion", "discover", "parse_manifest", "read_max_batch_size"]
 
 
@@ -196,21 +197,31 @@ class ModelRegistry:
         pick = repaired or ready or self.versions
         return pick[0].name if pick else None
 
-    def linked(self, entry: ModelVersion) -> tuple[ModelVersion | None, ModelVersion | None]:
-        """(original, SINDER-repaired) of ``entry``'s family, by the manifests' ``variant`` links;
-        ``entry`` itself is one of them or neither (another variant kind)."""
+    def family(self, entry: ModelVersion) -> list[ModelVersion]:
+        """``entry``'s family among the ready models, one version per name (``entry`` for its own): the
+        original, then its variants (SINDER, test-time registers, then other kinds by name), linked by
+        the manifests' ``variant`` fields. Just ``[entry]`` when nothing links to it."""
         variant = entry.manifest.variant if entry.manifest else None
         if variant is None:
-            return None, None
-        if variant.kind == ORIGINAL:
-            repaired = [e for e in self.ready_versions() if e.manifest.variant.kind == SINDER
-                        and e.manifest.variant.of == entry.name]
-            # the same precision first (not its int8 copy), then by name, the highest version
-            best = min(repaired, key=lambda e: (e.manifest.precision != entry.manifest.precision, e.name, -e.version),
-                       default=None)
-            return entry, best
-        original = self._ready(variant.of)
-        return original, (entry if variant.kind == SINDER else None)
+            return [entry]
+        root = entry.name if variant.kind == ORIGINAL else variant.of
+        latest: dict[str, ModelVersion] = {}
+        for e in self.ready_versions():
+            v = e.manifest.variant
+            if (v.kind == ORIGINAL and e.name == root) or (v.kind != ORIGINAL and v.of == root):
+                if e.name not in latest or e.version > latest[e.name].version:
+                    latest[e.name] = e
+        latest[entry.name] = entry
+        # of each kind, the copies in entry's precision (not an int8 copy beside the fp32 one) when there are any
+        precision = entry.manifest.precision
+        same = {e.manifest.variant.kind for e in latest.values() if e.manifest.precision == precision}
+        members = [e for e in latest.values() if e.manifest.precision == precision or e.manifest.variant.kind not in same]
+
+        def order(e: ModelVersion):
+            kind = e.manifest.variant.kind
+            return (VARIANT_ORDER.index(kind) if kind in VARIANT_ORDER else len(VARIANT_ORDER), e.name)
+
+        return sorted(members, key=order)
 
     def _ready(self, name: str | None) -> ModelVersion | None:
         ready = [e for e in self.ready_versions() if e.name == name]

@@ -47,8 +47,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "(the extra token and the neuron edit in the graph; name it NAME_ttr by convention)")
     parser.add_argument("--variant-of", metavar="NAME",
                         help="the model folder of the original this one derives from (repaired: --repair-report, "
-                             "or with test-time registers: --registers): recorded in the manifest's variant link "
-                             "({\"kind\": \"sinder\" or \"ttr\", \"of\": NAME}), which /visualize uses to pair them")
+                             "or with test-time registers: --registers), recorded in the manifest's variant link "
+                             "({\"kind\": \"sinder\" or \"ttr\", \"of\": NAME}) that /visualize and /models use "
+                             "(default: NAME without its _sinder or _ttr suffix)")
     parser.add_argument("--repair-report", type=Path, metavar="JSON",
                         help="repair_report.json of this checkpoint (default: the one beside --checkpoint, if any)")
     add_device_args(parser, precision=False)  # where the parity step runs
@@ -73,27 +74,30 @@ def _repair_report(args) -> dict | None:
         raise SinderError(f"cannot read repair report {path}: {exc}") from exc
 
 
-def _variant(args, report: dict | None):
-    """The manifest's link to the original: ttr with --registers, sinder with a repair report."""
-    from contract.manifest import ORIGINAL, SINDER, TTR, Variant
-
-    kind = TTR if args.registers is not None else SINDER if report else ORIGINAL
-    if kind == ORIGINAL:
-        if args.variant_of is not None:
-            raise SinderError("--variant-of names the original of a repaired model (give its --repair-report) "
-                              "or of one with test-time registers (--registers)")
-        return Variant()
-    return Variant(kind=kind, of=args.variant_of)
-
-
 def _with_registers(loaded, args, common: dict):
-    """``loaded``, or with ``--registers`` the model with its test-time register."""
+    """``loaded``, or with ``--registers`` the model with its test-time register (and its manifest block)."""
     if args.registers is None:
         return loaded
-    from ..registers.report import neurons_of, read_report, registers_model
+    from ..registers.report import neurons_of, read_report, registers_model, summary_of
 
     registers = read_report(args.registers)
+    common["registers_summary"] = summary_of(registers)
     return registers_model(loaded, neurons_of(registers, args.registers))
+
+
+def _variant(args, common: dict):
+    """The manifest's variant link, the same for NAME and NAME_int8: ``--variant-of``, else NAME's suffix."""
+    from contract.manifest import ORIGINAL, SINDER, TTR, Variant
+
+    from ..export.api import default_variant
+
+    kind = TTR if common.get("registers_summary") else (SINDER if common.get("repair_summary") else ORIGINAL)
+    if args.variant_of is None:
+        return default_variant(args.name, kind)
+    if kind == ORIGINAL:
+        raise SinderError("--variant-of names the original of a repaired model (give its --repair-report) "
+                          "or of one with test-time registers (--registers)")
+    return Variant(kind=kind, of=args.variant_of)
 
 
 def _direction_images(args) -> list[Path] | None:
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from ..export.api import choose_direction
 
     model = _with_registers(loaded, args, common)  # checked before the slow direction
-    common["variant"] = _variant(args, report)
+    common["variant"] = _variant(args, common)
     # the original model's, computed once for every variant
     direction, common["direction_record"] = choose_direction(loaded, args.direction, _direction_images(args))
     for warning in common["direction_record"]["warnings"]:

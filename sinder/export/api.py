@@ -11,7 +11,7 @@ import torch
 from contract import layout
 from contract.defects import THRESHOLD_STD
 from contract.errors import ContractError
-from contract.manifest import ORIGINAL, SINDER, Variant, tensor_specs
+from contract.manifest import ORIGINAL, SINDER, TTR, Variant, tensor_specs
 from contract.triton_config import config_pbtxt
 
 from ..atomic import atomic_dir, write_bytes
@@ -35,6 +35,17 @@ def default_direction(loaded: LoadedModel) -> torch.Tensor:
     from ..defects.directions import directions_of
 
     return directions_of(loaded).last
+
+
+def default_variant(name: str, kind: str) -> Variant:
+    """``kind`` of the model ``name`` names without its ``_<kind>`` suffix (``x_ttr`` is the ttr of ``x``)."""
+    if kind == ORIGINAL:
+        return Variant()
+    suffix = f"_{kind}"
+    if not name.endswith(suffix) or name == suffix:
+        raise SinderError(f"{name!r} is a {kind} variant: name it <original>{suffix}, or give the original's name "
+                          "(sinder export --variant-of NAME)")
+    return Variant(kind=kind, of=name[: -len(suffix)])
 
 
 def choose_direction(loaded: LoadedModel, mode: str = "auto", image_paths=None,
@@ -78,6 +89,7 @@ def export_model(
     parity_cases: list[tuple[int, int, int]] | None = None,
     progress: bool = True,
     variant: Variant | None = None,
+    registers_summary: dict | None = None,
     device: torch.device | None = None,
     direction_record: dict | None = None,
 ) -> Path:
@@ -88,9 +100,11 @@ def export_model(
     unless ``overwrite``. ``precision`` "int8" is a CPU variant: fp32 graph with dynamically
     quantized Linear weights. The version folder is built under a temporary name and renamed
     into place only once the checker and the parity checks pass. ``variant`` links the
-    model to its original (default: ``sinder`` of nothing named when there is a repair
-    summary, else ``original``). The graph is traced on the CPU; ``device`` is where the
-    parity step runs (PyTorch reference and, with onnxruntime's CUDA provider, the session).
+    model to its original (default: ``sinder`` with a repair summary, ``ttr`` with a
+    registers summary, of the model ``name`` names without its ``_sinder``/``_ttr`` suffix;
+    else ``original``). ``registers_summary`` is the manifest's ``registers`` block. The
+    graph is traced on the CPU; ``device`` is where the parity step runs (PyTorch reference
+    and, with onnxruntime's CUDA provider, the session).
     """
     if precision not in PRECISIONS:
         raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -105,7 +119,7 @@ def export_model(
     except (ContractError, ValueError) as exc:
         raise SinderError(str(exc)) from None
     if variant is None:
-        variant = Variant(kind=SINDER) if repair_summary else Variant(kind=ORIGINAL)
+        variant = default_variant(name, SINDER if repair_summary else (TTR if registers_summary else ORIGINAL))
     model = loaded.model.eval().cpu()  # traced on the CPU (the example input lives there)
     model_dir = Path(model_repo) / name
     version = version if version is not None else layout.next_version(model_dir)
@@ -157,6 +171,7 @@ def export_model(
             threshold_std=threshold_std, parity=figures, variant=variant,
             repair=repair_summary_of(repair_summary), opset=opset, external_data=external,
             export_seconds=round(time.perf_counter() - started, 2), opset_imports=_opset_imports(onnx_path),
+            registers=registers_summary,
             direction_record=direction_record,
         )
         write_bytes(tmp / layout.MANIFEST_FILE, manifest.to_json().encode())

@@ -39,11 +39,12 @@ def repair_summary_of(report: dict | None) -> dict | None:
     return picked or dict(report)
 
 
-def _description(loaded: LoadedModel, repaired: bool) -> str:
+def _description(loaded: LoadedModel, repaired: bool, registers: bool = False) -> str:
     name = loaded.arch.name
+    method = " repaired with SINDER" if repaired else (" with a test-time register" if registers else "")
     if loaded.synthetic:
-        return f"synthetic defective DINOv2 {name} (demo weights generated from a seed, not a real model)"
-    return f"DINOv2 {name}" + (" repaired with SINDER" if repaired else "")
+        return f"synthetic defective DINOv2 {name}{method} (demo weights generated from a seed, not a real model)"
+    return f"DINOv2 {name}{method}"
 
 
 def build_manifest(
@@ -65,13 +66,15 @@ def build_manifest(
     variant: Variant | None = None,
     export_seconds: float | None = None,
     opset_imports: dict[str, int] | None = None,
+    registers: dict | None = None,
     direction_record: dict | None = None,
 ) -> Manifest:
     arch = loaded.arch
     inputs, outputs = tensor_specs(arch.embed_dim, arch.num_register_tokens, precision)
     training = (repair or {}).get("training_preprocessing")
     return Manifest(
-        name=name, version=version, synthetic=bool(loaded.synthetic), description=_description(loaded, bool(repair)),
+        name=name, version=version, synthetic=bool(loaded.synthetic),
+        description=_description(loaded, bool(repair), bool(registers)),
         architecture=Architecture(
             arch=arch.name, patch_size=arch.patch_size, embed_dim=arch.embed_dim, depth=arch.depth,
             num_heads=arch.num_heads, num_register_tokens=arch.num_register_tokens, ffn=arch.ffn,
@@ -92,5 +95,6 @@ def build_manifest(
             exported_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")),
         parity=parity,
         repair=repair,
+        registers=registers,
         export_seconds=export_seconds,
     )

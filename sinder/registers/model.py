@@ -152,8 +152,10 @@ class TestTimeRegisters(nn.Module):
     def edit(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         if layer not in self.neurons:
             return hidden
-        return move_to_register(hidden, getattr(self, f"columns_{layer}"), getattr(self, f"selector_{layer}"),
-                                self.vit.num_prefix_tokens)
+        # the wrapped model may have been moved without this wrapper (a job moves the model it was handed)
+        columns = getattr(self, f"columns_{layer}").to(hidden.device)
+        selector = getattr(self, f"selector_{layer}").to(hidden.device)
+        return move_to_register(hidden, columns, selector, self.vit.num_prefix_tokens)
 
     def run(self, images: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Every block's output ``[B, 1+R+h*w+1, C]``, the extra token last (blocks 0..``upto`` only, if given)."""

@@ -84,16 +84,17 @@ def _forward(vit: DinoVisionTransformer, image: torch.Tensor, record=None) -> li
     """Patch-token norms ``[h*w]`` of every block for one ``[3, H, W]`` image; ``record(layer, hidden)``
     sees every FFN activation ``[N, H]``."""
     p = vit.num_prefix_tokens
+    param = next(vit.parameters())
     norms = []
     with torch.no_grad():
-        x = vit.prepare_tokens(image[None].to(next(vit.parameters()).dtype))
+        x = vit.prepare_tokens(image[None].to(param.device, param.dtype))
         for i, blk in enumerate(vit.blocks):
             x = x + blk.ls1(blk.attn(blk.norm1(x)))
             hidden = ffn_hidden(blk.mlp, blk.norm2(x))
             if record is not None:
                 record(i, hidden[0].float())
             x = x + blk.ls2(ffn_project(blk.mlp, hidden))
-            norms.append(x[0, p:].float().norm(dim=-1))
+            norms.append(x[0, p:].float().norm(dim=-1).cpu())
     return norms
 
 
@@ -144,11 +145,11 @@ def _scores(vit: DinoVisionTransformer, images: list[torch.Tensor], masks: list[
 
         def record(layer, hidden, mask=mask):
             patch = hidden[p:]
-            score = patch[mask].abs().mean(dim=0)
+            score = patch[mask.to(patch.device)].abs().mean(dim=0)
             if search.sparsity_filter:
                 sparse = (patch < SPARSE_BELOW).sum(dim=0) >= SPARSE_FRACTION * patch.shape[0]
                 score = score * sparse
-            total[layer] += score.double()
+            total[layer] += score.double().cpu()
 
         _forward(vit, image, record)
         used += 1
@@ -160,12 +161,13 @@ def _outlier_share(model, images: list[torch.Tensor], masks: list[torch.Tensor],
     """Share of the unedited model's outlier tokens at ``layer`` that are still outliers in ``model``
     (each image against its own unedited median, so a model that lowers every token counts)."""
     p, kept, total = model.num_prefix_tokens, 0, 0
+    param = next(model.parameters())
     for image, mask in zip(images, masks):
         if not mask.any():
             continue
         with torch.no_grad():
-            tokens = model.run(image[None], upto=layer)[layer][0, p:-1]  # extra token last
-        norms = tokens.float().norm(dim=-1)
+            tokens = model.run(image[None].to(param.device, param.dtype), upto=layer)[layer][0, p:-1]  # extra last
+        norms = tokens.float().norm(dim=-1).cpu()
         kept += int(_outliers(norms, search)[mask].sum())
         total += int(mask.sum())
     return kept / total if total else 0.0

@@ -26,13 +26,16 @@ SUFFIX = "_ttr"
 
 
 def registers_model(loaded: LoadedModel, neurons: dict[int, list[int]]) -> LoadedModel:
-    """``loaded`` with test-time registers on ``neurons`` (weights shared, provenance kept)."""
+    """``loaded`` with test-time registers on ``neurons`` (weights, provenance and the predicted
+    directions shared: the directions are the weights', which the register does not change)."""
+    from ..defects.directions import directions_of
+
     try:
         model = TestTimeRegisters(loaded.model, neurons)
     except ValueError as exc:
         raise SinderError(f"register neurons do not fit {loaded.arch.name}: {exc}") from None
     return LoadedModel(model=model, arch=loaded.arch, source=loaded.source, source_format=loaded.source_format,
-                       sha256=loaded.sha256, synthetic=loaded.synthetic)
+                       sha256=loaded.sha256, synthetic=loaded.synthetic, directions=directions_of(loaded))
 
 
 def read_report(path: Path) -> dict:
@@ -73,12 +76,12 @@ def verdict(before: dict, after: dict) -> str:
 
 
 def _measure(loaded: LoadedModel, ttr: LoadedModel, held_out: list[Path], resolution: int, progress: bool) -> dict:
-    from ..defects.directions import defect_directions
+    from ..defects.directions import directions_of
     from ..repair.evaluate import compare_models
 
     if not held_out:
         raise SinderError("no held-out images to measure the intervention on")
-    direction = defect_directions(loaded.model)[-1]
+    direction = directions_of(loaded).last
     return compare_models(loaded.model, ttr.model, direction, held_out, resolution, progress=progress)
 
 

@@ -117,7 +117,7 @@ def build_graph(dim: int = 8, registers: int = 0, seed: int = 0, threshold_std: 
 
 def write_model(repo: Path, name: str, version: int = 1, *, dim: int = 8, registers: int = 0, seed: int = 0,
                 repair: dict | None = None, max_batch: int = 16, short_side: int = 56, max_side: int = 224,
-                fp16: bool = False, variant: Variant | None = None) -> Path:
+                fp16: bool = False, variant: Variant | None = None, registers_summary: dict | None = None) -> Path:
     model, direction = build_graph(dim, registers, seed, dtype=TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT)
     folder = layout.version_dir(repo, name, version)
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,6 +140,7 @@ def write_model(repo: Path, name: str, version: int = 1, *, dim: int = 8, regist
                               tool_version="test", exported_at="2026-01-01T00:00:00Z"),
         parity={"fp32_max_abs": {"patch_tokens": 0.0, "cls_token": 0.0}, "cases": []},
         repair=repair,
+        registers=registers_summary,
     )
     (folder / layout.MANIFEST_FILE).write_text(manifest.to_json())
     return folder

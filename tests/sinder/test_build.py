@@ -40,10 +40,10 @@ def images(tmp_path):
 
 @pytest.fixture
 def stubs(monkeypatch):
-    calls = {"export": [], "repair": 0, "analysis": [], "load": 0}
+    calls = {"export": [], "repair": 0, "analysis": [], "load": 0, "registers": 0, "compare": []}
 
     def export_model(loaded, model_repo, name, version=None, repair_summary=None, overwrite=False,
-                     variant=None, **kw):
+                     variant=None, registers_summary=None, **kw):
         out = Path(model_repo) / name / str(version)
         calls["export"].append(name)
         inputs, outputs = tensor_specs(4, 0, "fp32")
@@ -51,6 +51,7 @@ def stubs(monkeypatch):
             name=name, version=version, precision="fp32", max_batch_size=1, inputs=inputs, outputs=outputs,
             architecture=Architecture(arch="stub", patch_size=14, embed_dim=4, depth=1, num_heads=1),
             defect=defect_block([1.0, 0, 0, 0], 0), variant=variant or Variant(), repair=repair_summary,
+            registers=registers_summary,
             provenance=Provenance(sha256=loaded.sha256, tool_version="test"))
         with atomic_dir(out, overwrite=overwrite) as tmp:
             (tmp / "model.onnx").write_bytes(b"onnx")
@@ -77,6 +78,30 @@ def stubs(monkeypatch):
         calls["load"] += 1
         return tiny_loaded(seed=1)
 
+    def run_registers(loaded, train, held, out, search=None, resolution=224, figures_dir=None, progress=True):
+        from sinder.registers.report import registers_model
+
+        calls["registers"] += 1
+        assert not set(train) & set(held) and resolution == build.DEMO_RESOLUTION
+        report = {"model": {"sha256": loaded.sha256}, "neurons": {"0": [1, 2]}, "neuron_count": 2,
+                  "cpu_seconds": 0.5}
+        write_json(out, report)
+        return registers_model(loaded, {0: [1, 2]}), report
+
+    def compare_variants(original, variants, held_out, resolution, loss_layers=None, progress=False):
+        calls["compare"].append(sorted(variants))
+        return {"variants": {name: v["method"] for name, v in variants.items()}}
+
+    def write_comparison(report, images, out_dir, resolution):
+        write_json(Path(out_dir) / "comparison.json", report)
+        return report
+
+    import sinder.compare
+    import sinder.registers.report
+
+    monkeypatch.setattr(sinder.registers.report, "run_registers", run_registers)
+    monkeypatch.setattr(sinder.compare, "compare_variants", compare_variants)
+    monkeypatch.setattr(sinder.compare, "write_comparison", write_comparison)
     monkeypatch.setattr(sinder.export, "export_model", export_model)
     monkeypatch.setattr(sinder.repair, "run_repair", run_repair)
     monkeypatch.setitem(sys.modules, "sinder.analyze", types.SimpleNamespace(run_analysis=run_analysis))
@@ -89,8 +114,15 @@ def test_build_fills_the_layout_then_reuses_it(tmp_path, images, stubs, capsys):
     plan = build.BuildPlan(repo, "demo", images=images, progress=True)
     summary = build.build(plan, tiny_loaded())
     assert summary["complete"] and all(s["status"] == "built" for s in summary["steps"])
-    assert stubs["export"] == ["demo", "demo_sinder"] and stubs["repair"] == 1 and stubs["analysis"] == [False, True]
+    assert stubs["export"] == ["demo", "demo_sinder", "demo_ttr"] and stubs["repair"] == 1
+    assert stubs["analysis"] == [False, True] and stubs["registers"] == 1
+    assert stubs["compare"] == [["demo", "demo_sinder", "demo_ttr"]]
     assert (repo / "demo" / "1" / "manifest.json").is_file() and (repo / "demo_sinder" / "1" / "model.onnx").is_file()
+    ttr = json.loads((repo / "demo_ttr" / "1" / "manifest.json").read_text())
+    assert ttr["registers"]["neurons"] == {"0": [1, 2]} and ttr["variant"] == {"kind": "ttr", "of": "demo"}
+    assert (repo / "demo" / "reports" / "registers" / "registers.json").is_file()
+    assert json.loads((repo / "demo" / "reports" / "comparison.json").read_text())["variants"] == {
+        "demo": "original", "demo_sinder": "SINDER", "demo_ttr": "test-time registers"}
     assert (repo / "demo" / "reports" / "analysis" / "analysis.json").is_file()
     assert (repo / "demo" / "reports" / "repair" / "analysis" / "analysis.json").is_file()
     assert (repo / "demo" / "reports" / "repair" / "repair_report.json").is_file()
@@ -102,7 +134,8 @@ def test_build_fills_the_layout_then_reuses_it(tmp_path, images, stubs, capsys):
 
     again = build.build(build.BuildPlan(repo, "demo", images=images), tiny_loaded())
     assert all(s["status"] == "reused" for s in again["steps"])
-    assert stubs["export"] == ["demo", "demo_sinder"] and stubs["repair"] == 1 and len(stubs["analysis"]) == 2
+    assert stubs["export"] == ["demo", "demo_sinder", "demo_ttr"] and stubs["repair"] == 1
+    assert len(stubs["analysis"]) == 2 and stubs["registers"] == 1 and len(stubs["compare"]) == 1
     assert stubs["load"] == 0  # nothing needed the repaired model
     assert "reusing" in capsys.readouterr().err
     assert json.loads((repo / "demo" / "reports" / "build.json").read_text())["complete"]
@@ -118,6 +151,19 @@ def test_build_redoes_only_what_is_missing(tmp_path, images, stubs):
     status = {s["step"]: s["status"] for s in summary["steps"]}
     assert status["export demo_sinder v1"] == "built" and status["repair demo (SINDER)"] == "reused"
     assert stubs["load"] == 1 and stubs["repair"] == 1  # the repaired model came from its checkpoint
+    assert status["export demo_ttr v1"] == "reused" and stubs["registers"] == 1
+    assert status["compare original, SINDER and test-time registers"] == "built"  # one of them changed
+
+
+def test_build_reexports_registers_when_the_neurons_change(tmp_path, images, stubs):
+    repo = tmp_path / "repo"
+    build.build(build.BuildPlan(repo, "demo", images=images, progress=False), tiny_loaded())
+    path = repo / "demo" / "reports" / "registers" / "registers.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "neurons": {"1": [3]}}))
+    summary = build.build(build.BuildPlan(repo, "demo", images=images, progress=False), tiny_loaded())
+    status = {s["step"]: s["status"] for s in summary["steps"]}
+    assert status["export demo_ttr v1"] == "built" and stubs["registers"] == 1
+    assert json.loads((repo / "demo_ttr" / "1" / "manifest.json").read_text())["registers"]["neurons"] == {"1": [3]}
 
 
 def test_force_rebuilds_everything(tmp_path, images, stubs):
@@ -152,7 +198,7 @@ def test_build_demo_rebuilds_when_the_demo_weights_change(tmp_path, images, stub
     monkeypatch.setattr(sinder.demo, "load_demo", lambda seed=0: tiny_loaded())
     repo = tmp_path / "repo"
     build.build_demo(repo, progress=False)
-    assert (repo / "dinov2_demo" / "1").is_dir() and (repo / "dinov2_demo_sinder" / "1").is_dir()
+    assert all((repo / n / "1").is_dir() for n in ("dinov2_demo", "dinov2_demo_sinder", "dinov2_demo_ttr"))
     again = build.build_demo(repo)
     assert all(s["status"] == "reused" for s in again["steps"])
     assert "complete" in capsys.readouterr().err
@@ -232,7 +278,8 @@ def test_build_computes_the_directions_once_per_model(tmp_path, monkeypatch):
     plan = build.BuildPlan(tmp_path / "repo", "toy", images=images, progress=False, resolution=14 * GRID)
     summary = build.build(plan, toy_loaded(), repair_options=opts)
     assert summary["complete"] and len(computed) == 2  # the original and the repaired model, once each
-    assert set(exported) == {"toy", "toy_sinder"}
+    assert set(exported) == {"toy", "toy_sinder", "toy_ttr"}
+    torch.testing.assert_close(exported["toy_ttr"], exported["toy"])  # registers keep the original's weights
 
 
 def test_an_import_error_in_a_step_fails_the_build(tmp_path, images, stubs, monkeypatch):

@@ -8,7 +8,7 @@ from contract.manifest import Manifest
 
 from service.api.deps import get_service, require_api_key
 from service.api.errors import error_responses
-from service.api.schemas import DefectStats, ModelDetail, ModelList, ModelSummary, parse_model_ref
+from service.api.schemas import DefectStats, ModelDetail, ModelList, ModelSummary, VariantLink, parse_model_ref
 from service.core.errors import ModelNotFound
 from service.core.registry import ModelVersion
 from service.core.service import FeatureService
@@ -34,6 +34,13 @@ def _defect_rule(manifest: Manifest | None) -> dict | None:
     return out
 
 
+def _link(entry: ModelVersion) -> VariantLink | None:
+    if entry.manifest is None:
+        return None
+    v = entry.manifest.variant
+    return VariantLink(name=entry.name, version=entry.version, kind=v.kind, of=v.of)
+
+
 def _dump(manifest: Manifest | None, field: str) -> dict | None:
     if manifest is None:
         return None
@@ -51,7 +58,7 @@ async def list_models(service: FeatureService = Depends(get_service)) -> ModelLi
 @router.get(
     "/models/{name}",
     response_model=ModelDetail,
-    summary="One model: manifest summary, defect rule and statistics, repair summary, provider in use",
+    summary="One model: manifest summary, defect rule and statistics, repair summary, variants, provider in use",
     description="`name` or `name:version`; without a version, the highest loaded version.",
     responses=error_responses(401, 404),
 )
@@ -82,6 +89,9 @@ async def model_detail(name: str, service: FeatureService = Depends(get_service)
         defect=_defect_rule(m),
         defect_stats=DefectStats(images=stats.images, mean_defect_fraction=stats.mean_defect_fraction),
         repair=_dump(m, "repair"),
+        registers=_dump(m, "registers"),
+        variant=_link(entry),
+        variants=[_link(e) for e in service.registry.family(entry)] if m else [],
         provenance=_dump(m, "provenance"),
         parity=_dump(m, "parity"),
         queue_depth=entry.batcher.depth if entry.batcher else None,

@@ -1,4 +1,4 @@
-"""POST /visualize: a PNG of one image's token norms, defect tokens and PCA colours, before and after repair."""
+"""POST /visualize: a PNG of one image's token norms, defect tokens and PCA colours, one row per model variant."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ _BODY = {
         "row per model: the image at the model's input size, the heat map of last-block token norms (each row on "
         "its own colour scale, with its colour bar) with defective tokens outlined in cyan on it and on the image, "
         "and the first three principal components of the patch tokens as RGB; a legend below says how to read them "
-        "(and that PCA colours of synthetic weights carry no meaning). When a model's original and its "
-        "SINDER-repaired variant are both loaded (linked by the manifests' `variant` field), the original comes "
-        "first and the repaired model second (`compare: false` draws one row). Only a success is `image/png`: "
+        "(and that PCA colours of synthetic weights carry no meaning). Every loaded model of the family (linked by "
+        "the manifests' `variant` field) gets a row: the original first, then its SINDER repair, its test-time "
+        "registers and any other variant (`compare: false` draws one row). Only a success is `image/png`: "
         "every error is the JSON envelope of /features, with the same statuses."
     ),
     response_class=Response,

@@ -126,11 +126,16 @@ def test_variants_are_linked_by_their_manifests_not_by_their_names(tmp_path):
     tiny_repo.write_model(tmp_path, "a_sinder", 1)  # the old name suffix without a link: not a pair
     tiny_repo.write_model(tmp_path, "cleaned", 1, variant=Variant(kind="sinder", of="a"))
     tiny_repo.write_model(tmp_path, "a_ttr", 1, variant=Variant(kind="ttr", of="a"))
+    tiny_repo.write_model(tmp_path, "cleaned_fp16", 1, fp16=True, variant=Variant(kind="sinder", of="a"))
     registry = ModelRegistry(tmp_path, lambda path: None, max_batch_size=1, max_queue_delay_s=0.0, queue_size=1)
     for entry in registry.versions:  # as loading leaves them, without backends
         entry.manifest, entry.state = parse_manifest(entry.path / "manifest.json"), "ready"
     by = {e.name: e for e in registry.versions}
-    assert registry.linked(by["a"]) == (by["a"], by["cleaned"])
-    assert registry.linked(by["cleaned"]) == (by["a"], by["cleaned"])
-    assert registry.linked(by["a_sinder"]) == (by["a_sinder"], None)
-    assert registry.linked(by["a_ttr"]) == (by["a"], None)
+
+    def family(name):
+        return [e.name for e in registry.family(by[name])]
+
+    # the original, then SINDER, then test-time registers; of each kind the copy in the asked model's precision
+    assert family("a") == family("cleaned") == family("a_ttr") == ["a", "cleaned", "a_ttr"]
+    assert family("cleaned_fp16") == ["a", "cleaned_fp16", "a_ttr"]
+    assert family("a_sinder") == ["a_sinder"]

@@ -61,3 +61,14 @@ def test_the_edit_uses_standard_operators(exported):
     assert contrib <= {"Attention"}  # only the fused attention at opset 20 (see fused_ops.py)
     ops = {n.op_type for n in graph.node}
     assert {"ReduceMax", "ReduceMin", "Concat"} <= ops
+
+
+def test_a_variant_is_linked_to_the_original_its_name_derives_from():
+    from sinder.errors import SinderError
+    from sinder.export.api import default_variant
+
+    assert default_variant("dinov2_vits14_ttr", "ttr").of == "dinov2_vits14"
+    assert default_variant("m_sinder", "sinder").model_dump() == {"kind": "sinder", "of": "m"}
+    assert default_variant("anything", "original").of is None
+    with pytest.raises(SinderError, match="--variant-of"):
+        default_variant("plain_name", "ttr")
