@@ -91,6 +91,79 @@ def _where(original, repaired, directions, heldout_paths: Sequence[Path], resolu
     return compare_at_layers(original, repaired, directions, images, layers)
 
 
+def _make_output_folder(out: Path) -> None:
+    # Checked before training, so an unwritable destination fails in seconds, not after the run.
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinderError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise SinderError(f"output folder {out.parent} is not writable")
+
+
+def _train_and_fold(loaded: LoadedModel, original, directions, train_paths: Sequence[Path], out: Path,
+                    options: RepairOptions, progress: bool, resume: str, compute, workers: int, strict: bool):
+    """A repaired copy of ``original``, trained and folded back; also the trainer, its result and
+    the iteration resumed from (or ``None``)."""
+    model = copy.deepcopy(original)
+    apply_svd(model)
+    # The precision is not part of the run's identity: after running out of memory, the same
+    # command with --precision bf16 continues the run.
+    fingerprint = {
+        "model_sha256": loaded.sha256,
+        "arch": loaded.arch.name,
+        "options": options.training_dict(),
+        "images": [str(p.resolve()) for p in train_paths],
+    }
+    trainer = RepairTrainer(model, directions, train_paths, options, resume_path_for(out), fingerprint, progress,
+                            compute=compute, workers=workers, strict=strict)
+    resumed_from = trainer.iteration if trainer.try_resume(resume) else None
+    result = trainer.run()
+
+    fold_svd(model)
+    model.eval()
+    expected = set(original.state_dict())
+    if set(model.state_dict()) != expected:  # a bug, not a user error: the fold must restore the layout
+        raise RuntimeError(f"repaired keys differ from the model's: {sorted(set(model.state_dict()) ^ expected)[:5]}")
+    return model, trainer, result, resumed_from
+
+
+def _report(loaded: LoadedModel, out: Path, sha: str, train_paths, heldout_paths, planned_held_out: int,
+            result, options: RepairOptions, measure_res: int, compute, workers: int, resumed_from, choice,
+            where: dict, evaluation: dict, started: float, cpu_started: float) -> dict:
+    seconds = time.perf_counter() - started
+    return {
+        "synthetic": loaded.synthetic,
+        **({"note": "SYNTHETIC demo model generated from a seed: these figures are not those of a real DINOv2"}
+           if loaded.synthetic else {}),
+        "model": loaded.describe(),
+        "output": {"path": str(out), "sha256": sha, "layout": "official DINOv2 state dict (SINDER repaired)"},
+        "images": {"train": len(train_paths), "held_out": len(heldout_paths),
+                   "held_out_names": [p.name for p in heldout_paths],
+                   "unreadable": len(result.unreadable) + planned_held_out - len(heldout_paths),
+                   "unreadable_train": result.unreadable},
+        "runtime": {**compute.describe(), "workers": workers},
+        "throughput": {"images_per_s": result.images_per_s,
+                       "note": "training iterations of this run (one image each) per second of training"},
+        "memory": result.memory,
+        "options": {**options.to_dict(), "measure_resolution": measure_res},
+        "training_preprocessing": training_preprocessing(options.resolution),
+        "iterations": result.iterations,
+        "optimizer_steps": result.steps,
+        "stopped_by_rule": result.stopped_early,
+        "clean_fraction": result.clean_fraction,
+        "loss_layers": {str(k): v for k, v in sorted(result.loss_layers.items())},
+        "resumed_from_iteration": resumed_from,
+        "direction": choice.record(),
+        "warnings": choice.warnings,
+        "where": where,
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu_started,  # every thread of this process (this run only)
+        "train_seconds": result.seconds,
+        **evaluation,
+    }
+
+
 def run_repair(
     loaded: LoadedModel,
     train_paths: list[Path],
@@ -125,12 +198,7 @@ def run_repair(
     train_paths, heldout_paths = [Path(p) for p in train_paths], [Path(p) for p in heldout_paths]
     planned_held_out = len(heldout_paths)
     heldout_paths = _check_images(train_paths, heldout_paths, strict)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SinderError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
-    if not os.access(out.parent, os.W_OK):
-        raise SinderError(f"output folder {out.parent} is not writable")
+    _make_output_folder(out)
     started, cpu_started = time.perf_counter(), time.process_time()
 
     from ..defects.directions import directions_of, predict_directions
@@ -140,26 +208,8 @@ def run_repair(
     directions = choice.directions
     for warning in choice.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    model = copy.deepcopy(original)
-    apply_svd(model)
-    # The precision is not part of the run's identity: after running out of memory, the same
-    # command with --precision bf16 continues the run.
-    fingerprint = {
-        "model_sha256": loaded.sha256,
-        "arch": loaded.arch.name,
-        "options": options.training_dict(),
-        "images": [str(p.resolve()) for p in train_paths],
-    }
-    trainer = RepairTrainer(model, directions, train_paths, options, resume_path_for(out), fingerprint, progress,
-                            compute=compute, workers=workers, strict=strict)
-    resumed_from = trainer.iteration if trainer.try_resume(resume) else None
-    result = trainer.run()
-
-    fold_svd(model)
-    model.eval()
-    expected = set(original.state_dict())
-    if set(model.state_dict()) != expected:  # a bug, not a user error: the fold must restore the layout
-        raise RuntimeError(f"repaired keys differ from the model's: {sorted(set(model.state_dict()) ^ expected)[:5]}")
+    model, trainer, result, resumed_from = _train_and_fold(
+        loaded, original, directions, train_paths, out, options, progress, resume, compute, workers, strict)
 
     measure_res = options.measure_resolution or options.resolution
     repaired_directions = predict_directions(model)
@@ -170,37 +220,9 @@ def run_repair(
 
     save_official(model, out)  # plain tensors, official keys, written atomically
     sha = sha256_file(out)
-    seconds = time.perf_counter() - started
-    report = {
-        "synthetic": loaded.synthetic,
-        **({"note": "SYNTHETIC demo model generated from a seed: these figures are not those of a real DINOv2"}
-           if loaded.synthetic else {}),
-        "model": loaded.describe(),
-        "output": {"path": str(out), "sha256": sha, "layout": "official DINOv2 state dict (SINDER repaired)"},
-        "images": {"train": len(train_paths), "held_out": len(heldout_paths),
-                   "held_out_names": [p.name for p in heldout_paths],
-                   "unreadable": len(result.unreadable) + planned_held_out - len(heldout_paths),
-                   "unreadable_train": result.unreadable},
-        "runtime": {**compute.describe(), "workers": workers},
-        "throughput": {"images_per_s": result.images_per_s,
-                       "note": "training iterations of this run (one image each) per second of training"},
-        "memory": result.memory,
-        "options": {**options.to_dict(), "measure_resolution": measure_res},
-        "training_preprocessing": training_preprocessing(options.resolution),
-        "iterations": result.iterations,
-        "optimizer_steps": result.steps,
-        "stopped_by_rule": result.stopped_early,
-        "clean_fraction": result.clean_fraction,
-        "loss_layers": {str(k): v for k, v in sorted(result.loss_layers.items())},
-        "resumed_from_iteration": resumed_from,
-        "direction": choice.record(),
-        "warnings": choice.warnings,
-        "where": where,
-        "seconds": seconds,
-        "cpu_seconds": time.process_time() - cpu_started,  # every thread of this process (this run only)
-        "train_seconds": result.seconds,
-        **evaluation,
-    }
+    report = _report(loaded, out, sha, train_paths, heldout_paths, planned_held_out, result, options,
+                     measure_res, compute, workers, resumed_from, choice, where, evaluation,
+                     started, cpu_started)
     write_json(out.parent / REPORT_NAME, report)
     trainer.resume_file.unlink(missing_ok=True)  # the run is complete; nothing left to continue
 
