@@ -101,6 +101,21 @@ def _make_output_folder(out: Path) -> None:
         raise SinderError(f"output folder {out.parent} is not writable")
 
 
+def _check_inputs(out, train_paths, heldout_paths, resume: str, strict: bool):
+    """The output path, both image lists as paths (the held-out one without unreadable images) and
+    the number of held-out images asked for; every check runs before the long training run."""
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    out = Path(out)
+    if out.is_dir():
+        raise SinderError(f"output {out} is a folder; give a file name such as {out / 'model_sinder.pth'}")
+    train_paths, heldout_paths = [Path(p) for p in train_paths], [Path(p) for p in heldout_paths]
+    planned_held_out = len(heldout_paths)
+    heldout_paths = _check_images(train_paths, heldout_paths, strict)
+    _make_output_folder(out)
+    return out, train_paths, heldout_paths, planned_held_out
+
+
 def _train_and_fold(loaded: LoadedModel, original, directions, train_paths: Sequence[Path], out: Path,
                     options: RepairOptions, progress: bool, resume: str, compute, workers: int, strict: bool):
     """A repaired copy of ``original``, trained and folded back; also the trainer, its result and
@@ -190,15 +205,8 @@ def run_repair(
 
     compute = compute or resolve("cpu", "fp32")
     options = options or RepairOptions()
-    if resume not in RESUME_MODES:
-        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
-    out = Path(out)
-    if out.is_dir():
-        raise SinderError(f"output {out} is a folder; give a file name such as {out / 'model_sinder.pth'}")
-    train_paths, heldout_paths = [Path(p) for p in train_paths], [Path(p) for p in heldout_paths]
-    planned_held_out = len(heldout_paths)
-    heldout_paths = _check_images(train_paths, heldout_paths, strict)
-    _make_output_folder(out)
+    out, train_paths, heldout_paths, planned_held_out = _check_inputs(out, train_paths, heldout_paths,
+                                                                      resume, strict)
     started, cpu_started = time.perf_counter(), time.process_time()
 
     from ..defects.directions import directions_of, predict_directions
