@@ -20,27 +20,8 @@ def _defaults():
     return RepairOptions()
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    d = _defaults()
-    parser = subparsers.add_parser(
-        "repair",
-        help="repair singular defects (SINDER) and write the repaired checkpoint",
-        description=(
-            "Fine-tune only the singular values of every Linear (SINDER, Wang et al. ECCV 2024) with the "
-            "neighbour loss at the first defective layer, fold them back into plain weights and write a "
-            "checkpoint in the official DINOv2 layout plus repair_report.json beside it. Part of the images "
-            "is held out (never trained on) to measure defects and fidelity before and after. An interrupted "
-            "run continues where it stopped when the same command is run again. Defaults follow the "
-            "paper's reference code."
-        ),
-    )
-    add_model_args(parser)
-    parser.add_argument("--images", type=Path, metavar="DIR|LIST",
-                        help="training images: a folder (searched recursively, every format Pillow reads) or a "
-                             "text file with one path per line (with --demo: default the photos bundled with "
-                             "scikit-image)")
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE",
-                        help="repaired checkpoint to write (.pth); repair_report.json goes in the same folder")
+def _add_training_args(parser: argparse.ArgumentParser, d) -> None:
+    # defaults from RepairOptions: one home for the reference code's values
     g = parser.add_argument_group("training (defaults: the SINDER reference code)")
     D = " (default: %(default)s)"
     g.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate" + D)
@@ -70,6 +51,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--measure-resolution", type=int, default=d.measure_resolution,
                    help="resolution of the held-out measurement (default: --resolution)")
     g.add_argument("--save-every", type=int, default=d.save_every, help="iterations between resume-file writes" + D)
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    """Resuming and compute: how the run goes, not what it trains."""
     r = parser.add_mutually_exclusive_group()
     r.add_argument("--resume", dest="resume", action="store_const", const="require", default="auto",
                    help="continue the interrupted run (error when there is none); by default a matching one "
@@ -85,6 +70,30 @@ def register(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true",
                    help="print the architecture, resolution, trainable epsilon count and the estimated peak memory "
                         "and FLOPs per iteration for --device/--precision, then stop (reads only shapes)")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "repair",
+        help="repair singular defects (SINDER) and write the repaired checkpoint",
+        description=(
+            "Fine-tune only the singular values of every Linear (SINDER, Wang et al. ECCV 2024) with the "
+            "neighbour loss at the first defective layer, fold them back into plain weights and write a "
+            "checkpoint in the official DINOv2 layout plus repair_report.json beside it. Part of the images "
+            "is held out (never trained on) to measure defects and fidelity before and after. An interrupted "
+            "run continues where it stopped when the same command is run again. Defaults follow the "
+            "paper's reference code."
+        ),
+    )
+    add_model_args(parser)
+    parser.add_argument("--images", type=Path, metavar="DIR|LIST",
+                        help="training images: a folder (searched recursively, every format Pillow reads) or a "
+                             "text file with one path per line (with --demo: default the photos bundled with "
+                             "scikit-image)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help="repaired checkpoint to write (.pth); repair_report.json goes in the same folder")
+    _add_training_args(parser, _defaults())
+    _add_run_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_direction_arg(parser)
     parser.set_defaults(func=run)

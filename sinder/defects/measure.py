@@ -52,6 +52,100 @@ def _mean_unit(vectors: torch.Tensor) -> torch.Tensor | None:
     return F.normalize(vectors, dim=-1).mean(dim=0)
 
 
+def _first_pass(vit, images, grids, directions, threshold_std, keep, keep_last_tokens, progress):
+    """Norms and paper-mask flags per layer and image; tokens too where ``keep`` allows."""
+    depth = len(vit.blocks)
+    norms = [[] for _ in range(depth)]
+    flagged = [[] for _ in range(depth)]
+    kept = [[] for _ in range(depth)]
+    last_tokens = []
+    iterator = images
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(images, desc="measuring", unit="image", leave=False)
+    for img, (h, w) in zip(iterator, grids):
+        layers = _patch_tokens_per_layer(vit, img)
+        for i, tok in enumerate(layers):
+            norms[i].append(tok.norm(dim=-1))
+            flagged[i].append(defect_mask(tok, directions[i], threshold_std))
+            if keep:
+                kept[i].append(tok.half())
+        if keep_last_tokens:
+            last_tokens.append(layers[-1].reshape(h, w, -1))
+    return norms, flagged, kept, last_tokens
+
+
+def _high_norm_pass(vit, images, kept, keep, norms, medians, directions, norm_factor):
+    """Per layer: sum of unit vectors of high-norm tokens, their Gram matrix, and counts.
+
+    Needs a second look at the tokens because the pooled threshold is known only after the
+    first pass; the observed defect direction is the Gram matrix's leading eigenvector.
+    """
+    depth = len(vit.blocks)
+    dim = vit.cfg.embed_dim
+    unit_sums = [torch.zeros(dim) for _ in range(depth)]
+    grams = [torch.zeros(dim, dim, dtype=torch.float64) for _ in range(depth)]
+    high_counts = [0] * depth
+    aligned_counts = [0] * depth
+    for j, img in enumerate(images):
+        layers = [k[j].float() for k in kept] if keep else _patch_tokens_per_layer(vit, img)
+        for i, tok in enumerate(layers):
+            mask = norms[i][j] >= norm_factor * medians[i]
+            if mask.any():
+                units = F.normalize(tok[mask], dim=-1)
+                unit_sums[i] += units.sum(dim=0)
+                grams[i] += units.double().T @ units.double()
+                high_counts[i] += int(mask.sum())
+                aligned_counts[i] += int((token_cosines(tok[mask], directions[i]) >= ALIGNED_COS).sum())
+    return unit_sums, grams, high_counts, aligned_counts
+
+
+def _layer_rows(norms, flagged, medians, directions, unit_sums, high_counts, aligned_counts,
+                observations) -> list[dict]:
+    from .observed import agreement
+
+    rows = []
+    for i in range(len(norms)):
+        all_norms = torch.cat(norms[i])
+        all_flags = torch.cat(flagged[i])
+        if high_counts[i]:
+            mean_unit = unit_sums[i] / high_counts[i]
+            alignment = float(token_cosines(mean_unit[None], directions[i])[0])
+        else:
+            alignment = None
+        rows.append({
+            "index": i,
+            "defect_fraction": float(all_flags.float().mean()),
+            "defect_tokens": int(all_flags.sum()),
+            "high_norm_fraction": high_counts[i] / all_norms.numel(),
+            "high_norm_tokens": high_counts[i],
+            "aligned_high_norm_tokens": aligned_counts[i],
+            "median_norm": float(medians[i]),
+            "max_norm": float(all_norms.max()),
+            "alignment": alignment,
+            "observed_coherence": observations[i].coherence,
+            "agreement_with_observed": agreement(directions[i], observations[i].direction),
+        })
+    return rows
+
+
+def _per_image_rows(names, grids, last_norms, last_flagged, last_median, norm_factor) -> list[dict]:
+    per_image = []
+    for j, name in enumerate(names):
+        n = last_norms[j]
+        per_image.append({
+            "name": name,
+            "grid": list(grids[j]),
+            "tokens": int(n.numel()),
+            "defect_fraction": float(last_flagged[j].float().mean()),
+            "high_norm_fraction": float((n >= norm_factor * last_median).float().mean()),
+            "median_norm": float(n.median()),
+            "max_norm": float(n.max()),
+        })
+    return per_image
+
+
 def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
                    threshold_std: float = DEFAULT_MASK_THRESHOLD, norm_factor: float = DEFAULT_NORM_FACTOR,
                    names: list[str] | None = None, progress: bool = False,
@@ -76,84 +170,18 @@ def measure_layers(model, images: list[torch.Tensor], directions: torch.Tensor,
     n_tokens = sum(h * w for h, w in grids)
     keep = n_tokens * depth * vit.cfg.embed_dim * 2 <= _KEEP_TOKENS_BYTES
 
-    norms = [[] for _ in range(depth)]
-    flagged = [[] for _ in range(depth)]
-    kept = [[] for _ in range(depth)]
-    last_tokens = []
-    iterator = images
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(images, desc="measuring", unit="image", leave=False)
-    for img, (h, w) in zip(iterator, grids):
-        layers = _patch_tokens_per_layer(vit, img)
-        for i, tok in enumerate(layers):
-            norms[i].append(tok.norm(dim=-1))
-            flagged[i].append(defect_mask(tok, directions[i], threshold_std))
-            if keep:
-                kept[i].append(tok.half())
-        if keep_last_tokens:
-            last_tokens.append(layers[-1].reshape(h, w, -1))
-
+    norms, flagged, kept, last_tokens = _first_pass(vit, images, grids, directions, threshold_std,
+                                                    keep, keep_last_tokens, progress)
     medians = [torch.cat(n).median() for n in norms]
+    unit_sums, grams, high_counts, aligned_counts = _high_norm_pass(
+        vit, images, kept, keep, norms, medians, directions, norm_factor)
 
-    # Sum of unit vectors of high-norm tokens per layer (pooled threshold known only now), and of
-    # their outer products: the observed defect direction is its leading eigenvector.
-    unit_sums = [torch.zeros(vit.cfg.embed_dim) for _ in range(depth)]
-    grams = [torch.zeros(vit.cfg.embed_dim, vit.cfg.embed_dim, dtype=torch.float64) for _ in range(depth)]
-    high_counts = [0] * depth
-    aligned_counts = [0] * depth
-    for j, img in enumerate(images):
-        layers = [k[j].float() for k in kept] if keep else _patch_tokens_per_layer(vit, img)
-        for i, tok in enumerate(layers):
-            mask = norms[i][j] >= norm_factor * medians[i]
-            if mask.any():
-                units = F.normalize(tok[mask], dim=-1)
-                unit_sums[i] += units.sum(dim=0)
-                grams[i] += units.double().T @ units.double()
-                high_counts[i] += int(mask.sum())
-                aligned_counts[i] += int((token_cosines(tok[mask], directions[i]) >= ALIGNED_COS).sum())
-
-    from .observed import agreement, observe_from_gram
+    from .observed import observe_from_gram
 
     observations = observe_from_gram(grams, high_counts)
-    rows = []
-    for i in range(depth):
-        all_norms = torch.cat(norms[i])
-        all_flags = torch.cat(flagged[i])
-        if high_counts[i]:
-            mean_unit = unit_sums[i] / high_counts[i]
-            alignment = float(token_cosines(mean_unit[None], directions[i])[0])
-        else:
-            alignment = None
-        rows.append({
-            "index": i,
-            "defect_fraction": float(all_flags.float().mean()),
-            "defect_tokens": int(all_flags.sum()),
-            "high_norm_fraction": high_counts[i] / all_norms.numel(),
-            "high_norm_tokens": high_counts[i],
-            "aligned_high_norm_tokens": aligned_counts[i],
-            "median_norm": float(medians[i]),
-            "max_norm": float(all_norms.max()),
-            "alignment": alignment,
-            "observed_coherence": observations[i].coherence,
-            "agreement_with_observed": agreement(directions[i], observations[i].direction),
-        })
-
-    last = depth - 1
-    per_image = []
-    for j, name in enumerate(names):
-        n = norms[last][j]
-        per_image.append({
-            "name": name,
-            "grid": list(grids[j]),
-            "tokens": int(n.numel()),
-            "defect_fraction": float(flagged[last][j].float().mean()),
-            "high_norm_fraction": float((n >= norm_factor * medians[last]).float().mean()),
-            "median_norm": float(n.median()),
-            "max_norm": float(n.max()),
-        })
-
+    rows = _layer_rows(norms, flagged, medians, directions, unit_sums, high_counts, aligned_counts,
+                       observations)
+    per_image = _per_image_rows(names, grids, norms[-1], flagged[-1], medians[-1], norm_factor)
     result = {
         "layers": rows,
         "per_image": per_image,

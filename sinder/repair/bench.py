@@ -58,6 +58,51 @@ def _interleaved_medians(fns: dict, repeats: int, warmup: int) -> dict[str, floa
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def _defective_image(trainer: RepairTrainer, image, resolution: int, patch: int):
+    """The image to time and its loss layer: by default the first bundled photo that shows a
+    defect, since a clean image costs a forward pass only (else the last candidate, layer None)."""
+    candidates = [image] if image is not None else _candidate_images(resolution, patch)
+    for image in candidates:
+        layer = trainer.step(image).layer
+        if layer is not None:
+            break
+    return image, layer
+
+
+def _baselines(vit, batch: torch.Tensor, first: int, stop: int):
+    """The two plain forward+backward baselines, every weight trainable (module docstring)."""
+    plain = copy.deepcopy(vit).train()
+    for p in plain.parameters():
+        p.requires_grad_(True)
+
+    def full() -> None:
+        plain.zero_grad(set_to_none=True)
+        plain.forward_features(batch)["x_prenorm"].square().mean().backward()
+
+    def same_blocks() -> None:
+        plain.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            x = plain.prepare_tokens(batch)
+            for blk in plain.blocks[:first]:
+                x = blk(x)
+        for blk in plain.blocks[first : stop + 1]:
+            x = blk(x)
+        x.square().mean().backward()
+
+    return full, same_blocks
+
+
+def _multiply_adds(vit, repair_model, image: torch.Tensor, first: int, stop: int) -> tuple[int, int]:
+    """Multiply-adds of one step's weight rebuild over the window, and of the forward's Linears."""
+    tokens = (image.shape[-2] // vit.patch_size) * (image.shape[-1] // vit.patch_size) + vit.num_prefix_tokens
+    linears = [(m.out_features - m.row0, m.in_features) for m in repair_model.blocks[0].modules()
+               if hasattr(m, "row0")]
+    rebuild = (stop - first + 1) * sum(o * i * min(o, i) for o, i in linears)
+    forward = (stop + 1) * sum(2 * tokens * m.in_features * m.out_features
+                               for m in repair_model.blocks[0].modules() if hasattr(m, "row0")) // 2
+    return rebuild, forward
+
+
 def iteration_vs_forward_backward(
     model,
     resolution: int,
@@ -83,44 +128,15 @@ def iteration_vs_forward_backward(
     apply_svd(repair_model)
     # a vanishing lr: the step does all its arithmetic, but the defect (hence the loss layer) stays put
     trainer = RepairTrainer(repair_model, directions, ["<bench>"], _zero_lr(options), progress=False)
-    # By default, the first bundled photo that shows a defect: a clean image costs a forward pass only.
-    candidates = [image] if image is not None else _candidate_images(resolution, vit.patch_size)
-    for image in candidates:
-        layer = trainer.step(image).layer
-        if layer is not None:
-            break
-
-    plain = copy.deepcopy(vit).train()
-    for p in plain.parameters():
-        p.requires_grad_(True)
-    batch = image[None].float()
-
-    def full() -> None:
-        plain.zero_grad(set_to_none=True)
-        plain.forward_features(batch)["x_prenorm"].square().mean().backward()
+    image, layer = _defective_image(trainer, image, resolution, vit.patch_size)
 
     stop = layer if layer is not None else len(vit.blocks) - 1
     first = max(0, stop - options.limit_layers + 1)
-
-    def same_blocks() -> None:
-        plain.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            x = plain.prepare_tokens(batch)
-            for blk in plain.blocks[:first]:
-                x = blk(x)
-        for blk in plain.blocks[first : stop + 1]:
-            x = blk(x)
-        x.square().mean().backward()
-
+    full, same_blocks = _baselines(vit, image[None].float(), first, stop)
     t = _interleaved_medians({"iteration": lambda: trainer.step(image), "full": full, "same": same_blocks},
                              repeats, warmup)
     t_iter, t_full, t_same = t["iteration"], t["full"], t["same"]
-    tokens = (image.shape[-2] // vit.patch_size) * (image.shape[-1] // vit.patch_size) + vit.num_prefix_tokens
-    linears = [(m.out_features - m.row0, m.in_features) for m in repair_model.blocks[0].modules()
-               if hasattr(m, "row0")]
-    rebuild = (stop - first + 1) * sum(o * i * min(o, i) for o, i in linears)
-    forward = (stop + 1) * sum(2 * tokens * m.in_features * m.out_features
-                               for m in repair_model.blocks[0].modules() if hasattr(m, "row0")) // 2
+    rebuild, forward = _multiply_adds(vit, repair_model, image, first, stop)
     return {
         "resolution": int(image.shape[-1]),
         "tokens": (image.shape[-2] // vit.patch_size) * (image.shape[-1] // vit.patch_size),

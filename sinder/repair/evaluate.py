@@ -52,29 +52,10 @@ def _summary(flags: list[torch.Tensor], norms: list[torch.Tensor], factor: float
     }, high
 
 
-def compare_models(
-    original,
-    repaired,
-    direction: torch.Tensor,
-    images: Sequence[Path],
-    resolution: int,
-    threshold_std: float = DEFAULT_MASK_THRESHOLD,
-    norm_factor: float = DEFAULT_NORM_FACTOR,
-    repaired_direction: torch.Tensor | None = None,
-    progress: bool = False,
-) -> dict:
-    """``{"before", "after", "fidelity"}`` of two models on ``images`` (loaded at ``resolution``).
-
-    ``direction`` is the original model's last-layer defect direction; ``repaired_direction``
-    (optional) the repaired model's own, reported as ``after.defect_fraction_own_direction``.
-    """
+def _collect(orig_vit, rep_vit, direction, images, resolution, threshold_std, repaired_direction, progress):
+    """Per image: both models' mask flags and norms, and the two models' cosines."""
     from ..images import load_image
 
-    if not images:
-        raise ValueError("compare_models needs at least one image")
-    orig_vit, rep_vit = getattr(original, "model", original), getattr(repaired, "model", repaired)
-    orig_vit.eval()
-    rep_vit.eval()
     flags = {"before": [], "after": [], "own": []}
     norms = {"before": [], "after": []}
     pairs = []  # (patch cos, patch-normed cos, cls cos, cls-normed cos) per image
@@ -93,17 +74,17 @@ def compare_models(
             float(F.cosine_similarity(a["cls"], b["cls"], dim=0)),
             float(F.cosine_similarity(a["cls_normed"], b["cls_normed"], dim=0)),
         ))
-    before, high_before = _summary(flags["before"], norms["before"], norm_factor)
-    after, _ = _summary(flags["after"], norms["after"], norm_factor)
-    if repaired_direction is not None:
-        after["defect_fraction_own_direction"] = float(torch.cat(flags["own"]).float().mean())
+    return flags, norms, pairs
 
-    keep = [~(f | h) for f, h in zip(flags["before"], high_before)]
+
+def _fidelity(pairs, flags_before: list[torch.Tensor], high_before: list[torch.Tensor]) -> dict:
+    # Only tokens the original flagged by neither rule: those the repair should leave alone.
+    keep = [~(f | h) for f, h in zip(flags_before, high_before)]
     kept = torch.cat(keep)
     patch_cos = torch.cat([p[0] for p in pairs])[kept]
     patch_cos_normed = torch.cat([p[1] for p in pairs])[kept]
     all_cos = torch.cat([p[0] for p in pairs])
-    fidelity = {
+    return {
         "patch_cosine": float(patch_cos.mean()) if patch_cos.numel() else None,
         "patch_cosine_min": float(patch_cos.min()) if patch_cos.numel() else None,
         "patch_cosine_normed": float(patch_cos_normed.mean()) if patch_cos_normed.numel() else None,
@@ -113,6 +94,36 @@ def compare_models(
         "cls_cosine_min": min(p[2] for p in pairs),
         "cls_cosine_normed": sum(p[3] for p in pairs) / len(pairs),
     }
+
+
+def compare_models(
+    original,
+    repaired,
+    direction: torch.Tensor,
+    images: Sequence[Path],
+    resolution: int,
+    threshold_std: float = DEFAULT_MASK_THRESHOLD,
+    norm_factor: float = DEFAULT_NORM_FACTOR,
+    repaired_direction: torch.Tensor | None = None,
+    progress: bool = False,
+) -> dict:
+    """``{"before", "after", "fidelity"}`` of two models on ``images`` (loaded at ``resolution``).
+
+    ``direction`` is the original model's last-layer defect direction; ``repaired_direction``
+    (optional) the repaired model's own, reported as ``after.defect_fraction_own_direction``.
+    """
+    if not images:
+        raise ValueError("compare_models needs at least one image")
+    orig_vit, rep_vit = getattr(original, "model", original), getattr(repaired, "model", repaired)
+    orig_vit.eval()
+    rep_vit.eval()
+    flags, norms, pairs = _collect(orig_vit, rep_vit, direction, images, resolution, threshold_std,
+                                   repaired_direction, progress)
+    before, high_before = _summary(flags["before"], norms["before"], norm_factor)
+    after, _ = _summary(flags["after"], norms["after"], norm_factor)
+    if repaired_direction is not None:
+        after["defect_fraction_own_direction"] = float(torch.cat(flags["own"]).float().mean())
+    fidelity = _fidelity(pairs, flags["before"], high_before)
 
     def reduction(key: str) -> float | None:
         return None if before[key] == 0 else 1.0 - after[key] / before[key]

@@ -91,32 +91,19 @@ def _where(original, repaired, directions, heldout_paths: Sequence[Path], resolu
     return compare_at_layers(original, repaired, directions, images, layers)
 
 
-def run_repair(
-    loaded: LoadedModel,
-    train_paths: list[Path],
-    heldout_paths: list[Path],
-    out: Path,
-    options: RepairOptions | None = None,
-    progress: bool = True,
-    resume: str = "auto",
-    compute=None,
-    workers: int = 0,
-    strict: bool = False,
-) -> tuple[LoadedModel, dict]:
-    """Repair ``loaded`` on ``train_paths``, measure it on ``heldout_paths``, write ``out`` and the report.
+def _make_output_folder(out: Path) -> None:
+    # Checked before training, so an unwritable destination fails in seconds, not after the run.
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinderError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise SinderError(f"output folder {out.parent} is not writable")
 
-    ``out`` receives the repaired state dict (official key layout, plain tensors, atomically)
-    and ``out.parent / "repair_report.json"`` the figures. ``resume``: ``"auto"`` continues a
-    matching interrupted run, ``"require"`` insists on one, ``"never"`` starts over. The input
-    model's weights are left untouched (it is moved to ``compute.device``). ``compute``
-    (``sinder.device.Compute``, default CPU fp32): device and autocast precision of training;
-    ``workers``: image-decoding processes; ``strict``: the first unreadable image fails the run.
-    Returns the repaired model and the report.
-    """
-    from ..device import resolve
 
-    compute = compute or resolve("cpu", "fp32")
-    options = options or RepairOptions()
+def _check_inputs(out, train_paths, heldout_paths, resume: str, strict: bool):
+    """The output path, both image lists as paths (the held-out one without unreadable images) and
+    the number of held-out images asked for; every check runs before the long training run."""
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
     out = Path(out)
@@ -125,21 +112,14 @@ def run_repair(
     train_paths, heldout_paths = [Path(p) for p in train_paths], [Path(p) for p in heldout_paths]
     planned_held_out = len(heldout_paths)
     heldout_paths = _check_images(train_paths, heldout_paths, strict)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SinderError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
-    if not os.access(out.parent, os.W_OK):
-        raise SinderError(f"output folder {out.parent} is not writable")
-    started, cpu_started = time.perf_counter(), time.process_time()
+    _make_output_folder(out)
+    return out, train_paths, heldout_paths, planned_held_out
 
-    from ..defects.directions import directions_of, predict_directions
 
-    original = loaded.model.eval().to(compute.device)
-    choice = _choose_directions(loaded, directions_of(loaded).vectors, train_paths, options, compute)
-    directions = choice.directions
-    for warning in choice.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+def _train_and_fold(loaded: LoadedModel, original, directions, train_paths: Sequence[Path], out: Path,
+                    options: RepairOptions, progress: bool, resume: str, compute, workers: int, strict: bool):
+    """A repaired copy of ``original``, trained and folded back; also the trainer, its result and
+    the iteration resumed from (or ``None``)."""
     model = copy.deepcopy(original)
     apply_svd(model)
     # The precision is not part of the run's identity: after running out of memory, the same
@@ -160,18 +140,14 @@ def run_repair(
     expected = set(original.state_dict())
     if set(model.state_dict()) != expected:  # a bug, not a user error: the fold must restore the layout
         raise RuntimeError(f"repaired keys differ from the model's: {sorted(set(model.state_dict()) ^ expected)[:5]}")
+    return model, trainer, result, resumed_from
 
-    measure_res = options.measure_resolution or options.resolution
-    repaired_directions = predict_directions(model)
-    evaluation = compare_models(original, model, directions[-1], heldout_paths, measure_res,
-                                repaired_direction=repaired_directions.last, progress=progress)
-    with compute.autocast():
-        where = _where(original, model, directions, heldout_paths, measure_res, result.loss_layers)
 
-    save_official(model, out)  # plain tensors, official keys, written atomically
-    sha = sha256_file(out)
+def _report(loaded: LoadedModel, out: Path, sha: str, train_paths, heldout_paths, planned_held_out: int,
+            result, options: RepairOptions, measure_res: int, compute, workers: int, resumed_from, choice,
+            where: dict, evaluation: dict, started: float, cpu_started: float) -> dict:
     seconds = time.perf_counter() - started
-    report = {
+    return {
         "synthetic": loaded.synthetic,
         **({"note": "SYNTHETIC demo model generated from a seed: these figures are not those of a real DINOv2"}
            if loaded.synthetic else {}),
@@ -201,6 +177,60 @@ def run_repair(
         "train_seconds": result.seconds,
         **evaluation,
     }
+
+
+def run_repair(
+    loaded: LoadedModel,
+    train_paths: list[Path],
+    heldout_paths: list[Path],
+    out: Path,
+    options: RepairOptions | None = None,
+    progress: bool = True,
+    resume: str = "auto",
+    compute=None,
+    workers: int = 0,
+    strict: bool = False,
+) -> tuple[LoadedModel, dict]:
+    """Repair ``loaded`` on ``train_paths``, measure it on ``heldout_paths``, write ``out`` and the report.
+
+    ``out`` receives the repaired state dict (official key layout, plain tensors, atomically)
+    and ``out.parent / "repair_report.json"`` the figures. ``resume``: ``"auto"`` continues a
+    matching interrupted run, ``"require"`` insists on one, ``"never"`` starts over. The input
+    model's weights are left untouched (it is moved to ``compute.device``). ``compute``
+    (``sinder.device.Compute``, default CPU fp32): device and autocast precision of training;
+    ``workers``: image-decoding processes; ``strict``: the first unreadable image fails the run.
+    Returns the repaired model and the report.
+    """
+    from ..device import resolve
+
+    compute = compute or resolve("cpu", "fp32")
+    options = options or RepairOptions()
+    out, train_paths, heldout_paths, planned_held_out = _check_inputs(out, train_paths, heldout_paths,
+                                                                      resume, strict)
+    started, cpu_started = time.perf_counter(), time.process_time()
+
+    from ..defects.directions import directions_of, predict_directions
+
+    original = loaded.model.eval().to(compute.device)
+    choice = _choose_directions(loaded, directions_of(loaded).vectors, train_paths, options, compute)
+    directions = choice.directions
+    for warning in choice.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    model, trainer, result, resumed_from = _train_and_fold(
+        loaded, original, directions, train_paths, out, options, progress, resume, compute, workers, strict)
+
+    measure_res = options.measure_resolution or options.resolution
+    repaired_directions = predict_directions(model)
+    evaluation = compare_models(original, model, directions[-1], heldout_paths, measure_res,
+                                repaired_direction=repaired_directions.last, progress=progress)
+    with compute.autocast():
+        where = _where(original, model, directions, heldout_paths, measure_res, result.loss_layers)
+
+    save_official(model, out)  # plain tensors, official keys, written atomically
+    sha = sha256_file(out)
+    report = _report(loaded, out, sha, train_paths, heldout_paths, planned_held_out, result, options,
+                     measure_res, compute, workers, resumed_from, choice, where, evaluation,
+                     started, cpu_started)
     write_json(out.parent / REPORT_NAME, report)
     trainer.resume_file.unlink(missing_ok=True)  # the run is complete; nothing left to continue
 
