@@ -72,6 +72,67 @@ def choose_direction(loaded: LoadedModel, mode: str = "auto", image_paths=None,
     return choice.directions[-1], choice.record()
 
 
+def _check_options(name: str, precision: str, max_batch_size: int, version: int | None,
+                   resolution: Resolution, patch_size: int) -> Resolution:
+    """Refuse bad export options before any work; returns the checked resolution."""
+    if precision not in PRECISIONS:
+        raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if max_batch_size < 1:
+        raise SinderError(f"max batch size must be at least 1, not {max_batch_size}")
+    if version is not None and version < 1:
+        raise SinderError(f"version must be a positive integer, not {version}")
+    try:
+        layout.check_model_name(name)
+        return check_resolution(resolution, patch_size)
+    except (ContractError, ValueError) as exc:
+        raise SinderError(str(exc)) from None
+
+
+def _unit_direction(direction: torch.Tensor | None, loaded: LoadedModel, name: str, progress: bool) -> torch.Tensor:
+    """The diagnostics' direction as a unit float32 vector (default: the last block's prediction)."""
+    arch = loaded.arch
+    if direction is None:
+        _log(f"[export {name}] computing the defect direction of the last block", progress)
+        direction = default_direction(loaded)
+    direction = direction.detach().float().reshape(-1)
+    if direction.numel() != arch.embed_dim:
+        raise SinderError(f"defect direction has {direction.numel()} values; {arch.name} has width {arch.embed_dim}")
+    if not torch.isfinite(direction).all() or float(direction.norm()) == 0.0:
+        raise SinderError("defect direction must be a finite, non-zero vector")
+    return direction / direction.norm()
+
+
+def _write_graph(wrapper, tmp: Path, precision: str, resolution: Resolution, max_batch_size: int, opset: int,
+                 log) -> Path:
+    """Trace ``wrapper`` into ``tmp/model.onnx``; int8 traces float32 first, then quantizes it."""
+    onnx_path = tmp / layout.MODEL_FILE
+    if precision != "int8":
+        graph.export_graph(wrapper, onnx_path, resolution.min_side, resolution.max_side, max_batch_size, opset)
+        return onnx_path
+    fp32_path = tmp / ".fp32.onnx"
+    graph.export_graph(wrapper, fp32_path, resolution.min_side, resolution.max_side, max_batch_size, opset)
+    log("quantizing Linear weights to int8")
+    quantize.quantize_int8(fp32_path, onnx_path)
+    for p in tmp.glob(".fp32.onnx*"):
+        p.unlink()
+    return onnx_path
+
+
+def _wrapper(model, direction: torch.Tensor, graph_precision: str, threshold_std: float):
+    # a model that computes more than the plain ViT (test-time registers) brings its own graph
+    make_wrapper = getattr(model, "export_wrapper", None)
+    if make_wrapper is not None:
+        return make_wrapper(direction, precision=graph_precision, threshold_std=threshold_std)
+    return ExportWrapper(model, direction, precision=graph_precision, threshold_std=threshold_std)
+
+
+def _write_config(model_dir: Path, name: str, arch, precision: str, max_batch_size: int, instance_kind: str | None) -> None:
+    kind = instance_kind or ("KIND_CPU" if precision == "int8" else "KIND_GPU")
+    inputs, outputs = tensor_specs(arch.embed_dim, arch.num_register_tokens, precision)
+    write_bytes(model_dir / layout.CONFIG_FILE,
+                config_pbtxt(name, inputs, outputs, max_batch_size, instance_kind=kind).encode())
+
+
 def export_model(
     loaded: LoadedModel,
     model_repo: Path,
@@ -106,18 +167,8 @@ def export_model(
     graph is traced on the CPU; ``device`` is where the parity step runs (PyTorch reference
     and, with onnxruntime's CUDA provider, the session).
     """
-    if precision not in PRECISIONS:
-        raise SinderError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if max_batch_size < 1:
-        raise SinderError(f"max batch size must be at least 1, not {max_batch_size}")
-    if version is not None and version < 1:
-        raise SinderError(f"version must be a positive integer, not {version}")
     arch = loaded.arch
-    try:
-        layout.check_model_name(name)
-        resolution = check_resolution(resolution, arch.patch_size)
-    except (ContractError, ValueError) as exc:
-        raise SinderError(str(exc)) from None
+    resolution = _check_options(name, precision, max_batch_size, version, resolution, arch.patch_size)
     if variant is None:
         variant = default_variant(name, SINDER if repair_summary else (TTR if registers_summary else ORIGINAL))
     model = loaded.model.eval().cpu()  # traced on the CPU (the example input lives there)
@@ -127,38 +178,17 @@ def export_model(
     if version_dir.exists() and not overwrite:
         raise SinderError(f"{version_dir} already exists; pass --overwrite to replace it, or another --version")
 
-    if direction is None:
-        _log(f"[export {name}] computing the defect direction of the last block", progress)
-        direction = default_direction(loaded)
-    direction = direction.detach().float().reshape(-1)
-    if direction.numel() != arch.embed_dim:
-        raise SinderError(f"defect direction has {direction.numel()} values; {arch.name} has width {arch.embed_dim}")
-    if not torch.isfinite(direction).all() or float(direction.norm()) == 0.0:
-        raise SinderError("defect direction must be a finite, non-zero vector")
-    direction = direction / direction.norm()
+    direction = _unit_direction(direction, loaded, name, progress)
 
     cases = parity_cases or parity.default_cases(arch.patch_size, resolution.min_side, resolution.max_side,
                                                  resolution.short_side)
     graph_precision = "fp16" if precision == "fp16" else "fp32"
-    # a model that computes more than the plain ViT (test-time registers) brings its own graph
-    make_wrapper = getattr(model, "export_wrapper", None)
-    if make_wrapper is not None:
-        wrapper = make_wrapper(direction, precision=graph_precision, threshold_std=threshold_std)
-    else:
-        wrapper = ExportWrapper(model, direction, precision=graph_precision, threshold_std=threshold_std)
+    wrapper = _wrapper(model, direction, graph_precision, threshold_std)
     started = time.perf_counter()
     with atomic_dir(version_dir, overwrite=overwrite) as tmp:
         _log(f"[export {name}] 1/3 tracing {arch.name} to ONNX ({graph_precision}, opset {opset})", progress)
-        onnx_path = tmp / layout.MODEL_FILE
-        if precision == "int8":
-            fp32_path = tmp / ".fp32.onnx"
-            graph.export_graph(wrapper, fp32_path, resolution.min_side, resolution.max_side, max_batch_size, opset)
-            _log(f"[export {name}]     quantizing Linear weights to int8", progress)
-            quantize.quantize_int8(fp32_path, onnx_path)
-            for p in tmp.glob(".fp32.onnx*"):
-                p.unlink()
-        else:
-            graph.export_graph(wrapper, onnx_path, resolution.min_side, resolution.max_side, max_batch_size, opset)
+        onnx_path = _write_graph(wrapper, tmp, precision, resolution, max_batch_size, opset,
+                                 lambda msg: _log(f"[export {name}]     {msg}", progress))
         external = any(p.name != layout.MODEL_FILE for p in tmp.iterdir() if not p.name.startswith("."))
         _log(f"[export {name}] 2/3 onnx.checker (full_check)", progress)
         _check(onnx_path)
@@ -175,10 +205,7 @@ def export_model(
             direction_record=direction_record,
         )
         write_bytes(tmp / layout.MANIFEST_FILE, manifest.to_json().encode())
-    kind = instance_kind or ("KIND_CPU" if precision == "int8" else "KIND_GPU")
-    inputs, outputs = tensor_specs(arch.embed_dim, arch.num_register_tokens, precision)
-    write_bytes(model_dir / layout.CONFIG_FILE,
-                config_pbtxt(name, inputs, outputs, max_batch_size, instance_kind=kind).encode())
+    _write_config(model_dir, name, arch, precision, max_batch_size, instance_kind)
     _log(f"[export {name}] wrote {version_dir} in {time.perf_counter() - started:.1f}s", progress)
     return version_dir
 
