@@ -123,6 +123,70 @@ def _model_info(loaded: LoadedModel) -> dict:
     return info
 
 
+def _check_pair(loaded: LoadedModel, repaired: LoadedModel | None) -> None:
+    """A repaired model is measured along the original's directions: it must have its shape."""
+    if repaired is not None and repaired.arch.embed_dim != loaded.arch.embed_dim:
+        raise SinderError(f"repaired model {repaired.source} has width {repaired.arch.embed_dim}, "
+                          f"the original {loaded.arch.embed_dim}")
+    if repaired is not None and repaired.arch.depth != loaded.arch.depth:
+        raise SinderError(f"repaired model {repaired.source} has {repaired.arch.depth} blocks, "
+                          f"the original {loaded.arch.depth}")
+
+
+def _write_pictures(out_dir: Path, image_paths: list[Path], images, loaded: LoadedModel, before: dict,
+                    after: dict | None, direction: torch.Tensor, synthetic: bool, progress: bool) -> list[str]:
+    """One picture per image (a row per model) under ``out_dir/images``; returns their report paths."""
+    from tqdm import tqdm
+
+    used: set[str] = set()
+    picture_names = []
+    # The pictures folder is replaced as a whole, so no picture of an earlier run lingers in it.
+    with atomic_dir(out_dir / "images", overwrite=True) as folder:
+        for j, (path, image) in enumerate(tqdm(list(zip(image_paths, images)), desc="pictures", unit="image",
+                                               file=sys.stderr, disable=not progress, leave=False)):
+            rows = [("original, before repair" if after is not None else loaded.arch.name, before["last_tokens"][j])]
+            if after is not None:
+                rows.append(("repaired, after SINDER", after["last_tokens"][j]))
+            stem = _safe_stem(path, used)
+            png = _image_picture(image, rows, _title(path.name, synthetic), direction, synthetic)
+            write_bytes(folder / f"{stem}.png", png)
+            picture_names.append(f"images/{stem}.png")
+    return picture_names
+
+
+def _report(loaded: LoadedModel, repaired: LoadedModel | None, compute, synthetic: bool, names: list[str],
+            resolution: int, before: dict, after: dict | None, summary: list[dict], choice) -> dict:
+    report = {
+        "tool": {"name": "sinder", "version": __version__},
+        "runtime": compute.describe(),
+        "synthetic": synthetic,
+        "model": _model_info(loaded),
+        "images": len(names),
+        "image_names": names,
+        "resolution": resolution,
+        "preprocessing": image_rule(resolution).model_dump(),  # the contract's resize, as the service's
+        "rules": {**RULES, "mask_threshold_std": DEFAULT_MASK_THRESHOLD, "std_ddof": STD_DDOF,
+                  "high_norm_factor": DEFAULT_NORM_FACTOR},
+        "layers": before["layers"],
+        "first_defect_layer": before["first_defect_layer"],
+        "first_mask_layer": before["first_mask_layer"],
+        "per_image": before["per_image"],
+        "directions": [{k: v for k, v in row.items() if k != "direction"} for row in summary],
+        "direction": choice.record(),
+        "warnings": choice.warnings,
+        "where": where_summary(before, after),
+    }
+    if synthetic:
+        from .demo import demo_note
+
+        report["note"] = f"SYNTHETIC: {demo_note(loaded.source)}"
+    if after is not None:
+        report["repaired"] = {"model": _model_info(repaired),
+                              "measured_along": f"the original model's {choice.used} directions",
+                              **{k: after[k] for k in ("layers", "first_defect_layer", "first_mask_layer", "per_image")}}
+    return report
+
+
 def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, resolution: int = 224,
                  repaired: LoadedModel | None = None, progress: bool = True, compute=None,
                  direction: str = "auto") -> dict:
@@ -136,8 +200,6 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     (:class:`sinder.device.Compute`, default CPU fp32): where the forward passes run and their
     autocast precision; the statistics are float32 on the CPU. Returns the report.
     """
-    from tqdm import tqdm
-
     from . import device
 
     start = time.perf_counter()
@@ -145,12 +207,7 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     if out_dir.exists() and not out_dir.is_dir():
         raise SinderError(f"output {out_dir} exists and is not a folder")
     image_paths = [Path(p) for p in image_paths]
-    if repaired is not None and repaired.arch.embed_dim != loaded.arch.embed_dim:
-        raise SinderError(f"repaired model {repaired.source} has width {repaired.arch.embed_dim}, "
-                          f"the original {loaded.arch.embed_dim}")
-    if repaired is not None and repaired.arch.depth != loaded.arch.depth:
-        raise SinderError(f"repaired model {repaired.source} has {repaired.arch.depth} blocks, "
-                          f"the original {loaded.arch.depth}")
+    _check_pair(loaded, repaired)
     compute = compute or device.resolve("cpu", "fp32")
     images = _load_images(image_paths, resolution, progress)
     loaded.model.to(compute.device)
@@ -175,58 +232,15 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
                                    keep_last_tokens=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
-    picture_names = []
-    # The pictures folder is replaced as a whole, so no picture of an earlier run lingers in it.
-    with atomic_dir(out_dir / "images", overwrite=True) as folder:
-        for j, (path, image) in enumerate(tqdm(list(zip(image_paths, images)), desc="pictures", unit="image",
-                                               file=sys.stderr, disable=not progress, leave=False)):
-            rows = [("original, before repair" if after is not None else loaded.arch.name, before["last_tokens"][j])]
-            if after is not None:
-                rows.append(("repaired, after SINDER", after["last_tokens"][j]))
-            stem = _safe_stem(path, used)
-            png = _image_picture(image, rows, _title(path.name, synthetic), directions[-1], synthetic)
-            write_bytes(folder / f"{stem}.png", png)
-            picture_names.append(f"images/{stem}.png")
+    picture_names = _write_pictures(out_dir, image_paths, images, loaded, before, after, directions[-1],
+                                    synthetic, progress)
     runs = [("before" if after is not None else loaded.arch.name, before["layers"])]
     if after is not None:
         runs.append(("after", after["layers"]))
     _save(_layers_figure(runs, _title(f"singular defects per layer: {loaded.arch.name}", synthetic)),
           out_dir / "layers.png")
 
-    report = {
-        "tool": {"name": "sinder", "version": __version__},
-        "runtime": compute.describe(),
-        "synthetic": synthetic,
-        "model": _model_info(loaded),
-        "images": len(images),
-        "image_names": names,
-        "resolution": resolution,
-        "preprocessing": image_rule(resolution).model_dump(),  # the contract's resize, as the service's
-        "rules": {**RULES, "mask_threshold_std": DEFAULT_MASK_THRESHOLD, "std_ddof": STD_DDOF,
-                  "high_norm_factor": DEFAULT_NORM_FACTOR},
-        "layers": before["layers"],
-        "first_defect_layer": before["first_defect_layer"],
-        "first_mask_layer": before["first_mask_layer"],
-        "per_image": before["per_image"],
-        "directions": [{k: v for k, v in row.items() if k != "direction"} for row in summary],
-        "direction": choice.record(),
-        "warnings": choice.warnings,
-        "where": where_summary(before, after),
-    }
-    if synthetic:
-        from .demo import demo_note
-
-        report["note"] = f"SYNTHETIC: {demo_note(loaded.source)}"
-    if after is not None:
-        report["repaired"] = {
-            "model": _model_info(repaired),
-            "measured_along": f"the original model's {choice.used} directions",
-            "layers": after["layers"],
-            "first_defect_layer": after["first_defect_layer"],
-            "first_mask_layer": after["first_mask_layer"],
-            "per_image": after["per_image"],
-        }
+    report = _report(loaded, repaired, compute, synthetic, names, resolution, before, after, summary, choice)
     report["pictures"] = {"layers": "layers.png", "images": picture_names}
     report["seconds"] = round(time.perf_counter() - start, 3)
     # Round-trip through json first so that a serialisation problem never leaves a half report.
