@@ -188,15 +188,19 @@ def decode(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     return to_rgb(open_image(data, max_pixels))
 
 
-def decode_file(path: str | PathLike, max_pixels: int | None = None) -> np.ndarray:
-    """An image file -> RGB uint8 ``[H, W, 3]``; errors name the file."""
+def _read(path: str | PathLike) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except FileNotFoundError:
         raise ImageError(f"image {path} does not exist") from None
     except OSError as exc:
         raise ImageError(f"cannot read image {path}: {exc}") from None
+
+
+def decode_file(path: str | PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """An image file -> RGB uint8 ``[H, W, 3]``; errors name the file."""
+    data = _read(path)
     try:
         return decode(data, max_pixels)
     except ImageError as exc:
@@ -264,13 +268,7 @@ def prepare(array: np.ndarray, rule: Resize, policy: str | None = None, *, short
 
 def load(path: str | PathLike, rule: Resize, policy: str | None = None, **kwargs) -> np.ndarray:
     """An image file -> the model's input pixels (read, then ``decode_for``); errors name the file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ImageError(f"image {path} does not exist") from None
-    except OSError as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from None
+    data = _read(path)
     try:
         return decode_for(data, rule, policy, **kwargs)
     except ImageError as exc:
