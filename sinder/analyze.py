@@ -15,6 +15,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_dir, write_bytes, write_json, write_with
+from .defects.attention import cls_attention_report
 from .defects.directions import directions_of
 from .defects.measure import DEFAULT_MASK_THRESHOLD, DEFAULT_NORM_FACTOR, defect_mask, measure_layers
 from .defects.observed import choose_directions
@@ -38,6 +39,9 @@ RULES = {
     "first_defect_layer": "first layer with an aligned high-norm token",
     "first_mask_layer": "first layer where the paper's mask flags any token",
     "tokens": "block outputs before the final LayerNorm",
+    "cls_attention": "do later blocks read the high-norm tokens? per block (`blocks`, see its `rule`) and "
+                     "averaged over the blocks after first_defect_layer (`after_first_defect`: ratio > 1 means "
+                     "the CLS token attends to them more than their number explains, as to attention sinks)",
 }
 
 
@@ -175,6 +179,7 @@ def _report(loaded: LoadedModel, repaired: LoadedModel | None, compute, syntheti
         "direction": choice.record(),
         "warnings": choice.warnings,
         "where": where_summary(before, after),
+        "cls_attention": before["cls_attention"],
     }
     if synthetic:
         from .demo import demo_note
@@ -183,7 +188,8 @@ def _report(loaded: LoadedModel, repaired: LoadedModel | None, compute, syntheti
     if after is not None:
         report["repaired"] = {"model": _model_info(repaired),
                               "measured_along": f"the original model's {choice.used} directions",
-                              **{k: after[k] for k in ("layers", "first_defect_layer", "first_mask_layer", "per_image")}}
+                              **{k: after[k] for k in ("layers", "first_defect_layer", "first_mask_layer", "per_image",
+                                                    "cls_attention")}}
     return report
 
 
@@ -226,10 +232,14 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
         if choice.used == "observed":  # the figures along the directions in use
             before = measure_layers(loaded.model, images, directions, names=names, progress=progress,
                                     keep_last_tokens=True)
+        # Both models summarised over the blocks after the original's first defect layer.
+        first = before["first_defect_layer"]
+        before["cls_attention"] = cls_attention_report(loaded, images, first)
         after = None
         if repaired is not None:
             after = measure_layers(repaired.model, images, directions, names=names, progress=progress,
                                    keep_last_tokens=True)
+            after["cls_attention"] = cls_attention_report(repaired, images, first)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     picture_names = _write_pictures(out_dir, image_paths, images, loaded, before, after, directions[-1],

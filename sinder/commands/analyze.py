@@ -19,6 +19,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=(
             "Run the model on every image, compare each layer's tokens with its predicted singular defect "
             "direction and write OUT/report.json (per-layer defect and high-norm fractions, norms, alignment, "
+            "the CLS token's attention to high-norm tokens, "
             "first defective layer), OUT/layers.png and OUT/images/*.png (image | last-layer token norms | "
             "PCA colours; before and after with --repaired)."
         ),
@@ -37,6 +38,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_direction_arg(parser)
     parser.set_defaults(func=run)
     return parser
+
+
+def _attention_line(prefix: str, summary: dict | None) -> str:
+    if summary is None:
+        return f"{prefix}CLS attention to high-norm tokens after the first defect layer: n/a (none there)"
+    first, last = summary["blocks"][0], summary["blocks"][-1]
+    return (f"{prefix}CLS attention to high-norm tokens in blocks {first}-{last}: "
+            f"{100 * summary['cls_attention_share']:.1f}% of it on {100 * summary['high_norm_token_share']:.1f}% "
+            f"of the patch tokens ({summary['ratio']:.2f}x their share)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
           f"last layer defect fraction {last['defect_fraction']:.4f}, high-norm fraction "
           f"{last['high_norm_fraction']:.4f}, alignment "
           f"{'n/a' if last['alignment'] is None else format(last['alignment'], '.3f')}")
+    print(_attention_line("", report["cls_attention"]["after_first_defect"]))
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"direction: {report['direction']['used']} (requested {report['direction']['requested']})")
@@ -74,5 +85,6 @@ def run(args: argparse.Namespace) -> int:
         rl = report["repaired"]["layers"][-1]
         print(f"repaired: last layer defect fraction {rl['defect_fraction']:.4f}, "
               f"high-norm fraction {rl['high_norm_fraction']:.4f}")
+        print(_attention_line("repaired: ", report["repaired"]["cls_attention"]["after_first_defect"]))
     print(f"wrote {args.out / 'report.json'}", file=sys.stderr)
     return 0

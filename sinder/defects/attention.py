@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from . import rule
 from .measure import DEFAULT_NORM_FACTOR
+
+RULE = ("block i: share of the CLS token's attention (mean over heads; max_head: its largest head) "
+        "that goes to the patch tokens whose norm at the block's input (layer i-1's output) is at least "
+        "4x that image's median patch-token norm, averaged over the images that have such tokens, beside "
+        "those tokens' share of the patch tokens; null where no image has any")
 
 
 def _attention_weights(block, x: torch.Tensor) -> torch.Tensor:
@@ -40,7 +46,7 @@ def cls_attention_to_high_norm(model, images: list[torch.Tensor], norm_factor: f
             x = vit.prepare_tokens(img[None].to(param.device, param.dtype))
             for i, blk in enumerate(vit.blocks):
                 norms = x[0, start:].float().norm(dim=-1)
-                high = norms >= norm_factor * norms.median()
+                high = rule.high_norm_mask(norms, norm_factor)
                 if high.any():
                     w = _attention_weights(blk, x)[0, :, 0, start:].float()  # [heads, patches]
                     share = w[:, high].sum(dim=-1)
@@ -60,3 +66,27 @@ def cls_attention_to_high_norm(model, images: list[torch.Tensor], norm_factor: f
             "high_norm_token_share": s["token_share"] / k if k else None,
         })
     return rows
+
+
+def after_first_defect(rows: list[dict], first_defect: int | None) -> dict | None:
+    """What the blocks after ``first_defect`` (those reading its output and later ones) give the
+    high-norm tokens, averaged over the blocks that saw any: ``cls_attention_share``,
+    ``high_norm_token_share`` and their ``ratio`` (above 1: the CLS token reads them more than their
+    number explains, as attention sinks do). None without a defect layer or a block after it that
+    saw a high-norm token."""
+    if first_defect is None:
+        return None
+    seen = [r for r in rows[first_defect + 1:] if r["cls_attention_share"] is not None]
+    if not seen:
+        return None
+    share = sum(r["cls_attention_share"] for r in seen) / len(seen)
+    tokens = sum(r["high_norm_token_share"] for r in seen) / len(seen)
+    return {"blocks": [r["index"] for r in seen], "cls_attention_share": share,
+            "high_norm_token_share": tokens, "ratio": share / tokens}
+
+
+def cls_attention_report(model, images: list[torch.Tensor], first_defect: int | None) -> dict:
+    """The ``cls_attention`` entry of ``sinder analyze``'s report: the rule, every block's row and
+    the summary over the blocks after the first defect layer."""
+    rows = cls_attention_to_high_norm(model, images)
+    return {"rule": RULE, "blocks": rows, "after_first_defect": after_first_defect(rows, first_defect)}

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from sinder import demo
+from sinder import demo, demo_entangled
 from sinder.analyze import run_analysis
 from sinder.errors import ImageError
 
@@ -62,6 +62,35 @@ def test_report_and_pictures(loaded, photos, tmp_path):
     assert not leftovers
 
 
+def _check_cls_attention(report: dict) -> dict:
+    att = report["cls_attention"]
+    assert "rule" in att and len(att["blocks"]) == len(report["layers"])
+    for row in att["blocks"]:
+        if row["cls_attention_share"] is not None:
+            assert 0.0 <= row["cls_attention_share"] <= row["cls_attention_share_max_head"] <= 1.0, row
+            assert 0.0 < row["high_norm_token_share"] < 0.5, row
+    summary = att["after_first_defect"]
+    assert summary["blocks"] and min(summary["blocks"]) > report["first_defect_layer"]
+    assert summary["ratio"] == pytest.approx(summary["cls_attention_share"] / summary["high_norm_token_share"])
+    return summary
+
+
+def test_cls_attention_planted_defect_is_not_read(loaded, photos, tmp_path):
+    # The planted demo's defect lives in channels no later weight reads: the CLS token gives the
+    # high-norm tokens no more attention than their number explains.
+    report = run_analysis(loaded, photos, tmp_path / "out", progress=False)
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["cls_attention"] == report["cls_attention"]
+    assert _check_cls_attention(report)["ratio"] < 1.0
+
+
+def test_cls_attention_entangled_defect_is_read(photos, demo_photos_dir, tmp_path):
+    # The entangled demo's high-norm tokens are attention sinks that later blocks read (moon and
+    # rocket carry most of them; see tests/sinder/test_demo_entangled.py).
+    report = run_analysis(demo.load_demo_kind("entangled", 0), photos[:2], tmp_path / "out", progress=False)
+    assert report["first_defect_layer"] == demo_entangled.DEFECT_BLOCK
+    assert _check_cls_attention(report)["ratio"] >= 1.5
+
+
 def test_before_and_after(loaded, repaired, photos, tmp_path):
     report = run_analysis(loaded, photos, tmp_path / "out", repaired=repaired, progress=False)
     after = report["repaired"]
@@ -70,6 +99,7 @@ def test_before_and_after(loaded, repaired, photos, tmp_path):
     assert after["layers"][-1]["high_norm_tokens"] == 0
     assert after["layers"][-1]["defect_tokens"] < 0.1 * report["layers"][-1]["defect_tokens"]
     assert after["first_defect_layer"] is None
+    assert after["cls_attention"]["after_first_defect"] is None  # no high-norm token left to attend to
 
 
 def test_unreadable_image_leaves_no_output(loaded, photos, tmp_path):

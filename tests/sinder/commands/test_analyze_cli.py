@@ -30,7 +30,10 @@ def test_analyze_demo(photos, tmp_path, capsys):
     assert main(["analyze", "--demo", "--images", str(photos), "--out", str(out), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["images"] == 2 and report["synthetic"] is True
-    assert "SYNTHETIC" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC" in printed
+    share = report["cls_attention"]["after_first_defect"]
+    assert f"{100 * share['cls_attention_share']:.1f}% of it on" in printed and f"{share['ratio']:.2f}x" in printed
 
 
 def test_analyze_with_repaired_checkpoint(photos, tmp_path):
