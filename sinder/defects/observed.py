@@ -74,6 +74,17 @@ class DirectionChoice:
     checked: bool = True  # False when no images were there to observe anything
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def first_own_layer(self) -> int:
+        """The first layer whose direction is its own (predicted, or observed there or carried forward
+        from an earlier layer). Before it stands a direction borrowed from a later layer, where no
+        defect was observed: the paper's relative mask flags the tail of any |cos| distribution, so
+        a repair must not take its loss there."""
+        for i, source in enumerate(self.sources):
+            if not source.startswith("observed@") or int(source.split("@")[1]) <= i:
+                return i
+        return 0
+
     def record(self) -> dict:
         """What reports and manifests say about the choice (no vectors)."""
         return {

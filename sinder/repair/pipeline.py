@@ -116,7 +116,7 @@ def _check_inputs(out, train_paths, heldout_paths, resume: str, strict: bool):
     return out, train_paths, heldout_paths, planned_held_out
 
 
-def _train_and_fold(loaded: LoadedModel, original, directions, train_paths: Sequence[Path], out: Path,
+def _train_and_fold(loaded: LoadedModel, original, choice, train_paths: Sequence[Path], out: Path,
                     options: RepairOptions, progress: bool, resume: str, compute, workers: int, strict: bool):
     """A repaired copy of ``original``, trained and folded back; also the trainer, its result and
     the iteration resumed from (or ``None``)."""
@@ -129,9 +129,11 @@ def _train_and_fold(loaded: LoadedModel, original, directions, train_paths: Sequ
         "arch": loaded.arch.name,
         "options": options.training_dict(),
         "images": [str(p.resolve()) for p in train_paths],
+        "first_loss_layer": choice.first_own_layer,
     }
-    trainer = RepairTrainer(model, directions, train_paths, options, resume_path_for(out), fingerprint, progress,
-                            compute=compute, workers=workers, strict=strict)
+    trainer = RepairTrainer(model, choice.directions, train_paths, options, resume_path_for(out), fingerprint,
+                            progress, compute=compute, workers=workers, strict=strict,
+                            first_loss_layer=choice.first_own_layer)
     resumed_from = trainer.iteration if trainer.try_resume(resume) else None
     result = trainer.run()
 
@@ -168,6 +170,7 @@ def _report(loaded: LoadedModel, out: Path, sha: str, train_paths, heldout_paths
         "stopped_by_rule": result.stopped_early,
         "clean_fraction": result.clean_fraction,
         "loss_layers": {str(k): v for k, v in sorted(result.loss_layers.items())},
+        "loss_search_from": choice.first_own_layer,  # blocks before it have no defect direction of their own
         "resumed_from_iteration": resumed_from,
         "direction": choice.record(),
         "warnings": choice.warnings,
@@ -217,7 +220,7 @@ def run_repair(
     for warning in choice.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     model, trainer, result, resumed_from = _train_and_fold(
-        loaded, original, directions, train_paths, out, options, progress, resume, compute, workers, strict)
+        loaded, original, choice, train_paths, out, options, progress, resume, compute, workers, strict)
 
     measure_res = options.measure_resolution or options.resolution
     repaired_directions = predict_directions(model)

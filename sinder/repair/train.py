@@ -1,8 +1,9 @@
 """The SINDER training loop: one image per iteration, SGD on the singular-value shifts ε.
 
 Per iteration (haoqiwang/sinder ``main.py``): run the blocks one by one and stop at the
-first whose patch tokens hold at least ``skip_less_than`` defective tokens; take the
-neighbour loss there; back-propagate into that block and the ``limit_layers - 1`` blocks
+first whose patch tokens hold at least ``skip_less_than`` defective tokens (from block
+``first_loss_layer`` on: 0, as in the reference, unless the blocks before it have no defect
+direction of their own, see ``DirectionChoice.first_own_layer``); take the neighbour loss there; back-propagate into that block and the ``limit_layers - 1`` blocks
 before it only; one SGD step. An image with no defective layer is a "clean" iteration.
 Training stops once ``stop_fraction`` of the last ``window`` iterations were clean, the
 window starting full of "defective" entries as in the reference (so at least
@@ -106,12 +107,13 @@ class RepairTrainer:
     file is only continued when its fingerprint is equal. ``compute`` (``sinder.device``):
     device and autocast precision, default the device the model is on, fp32. ``workers``:
     decoding processes (0: in this process). ``strict``: the first unreadable image fails the run.
+    ``first_loss_layer``: the first block whose output may hold the loss.
     """
 
     def __init__(self, model: torch.nn.Module, directions: torch.Tensor, images: Sequence[Path],
                  options: RepairOptions, resume_file: Path | None = None, fingerprint: dict | None = None,
                  progress: bool = True, image_loader: Callable[[Path, int], torch.Tensor] = load_train_image,
-                 compute=None, workers: int = 0, strict: bool = False) -> None:
+                 compute=None, workers: int = 0, strict: bool = False, first_loss_layer: int = 0) -> None:
         from ..device import Compute
 
         if not images:
@@ -119,6 +121,9 @@ class RepairTrainer:
         depth = len(model.blocks)
         if directions.shape[0] != depth:
             raise ValueError(f"{directions.shape[0]} defect directions for a model of depth {depth}")
+        if not 0 <= first_loss_layer < depth:
+            raise ValueError(f"first loss layer {first_loss_layer} outside the model's {depth} blocks")
+        self.first_loss_layer = first_loss_layer
         self.model = model
         ref = next(model.parameters())
         self.compute = compute or Compute(ref.device, "fp32")
@@ -165,6 +170,9 @@ class RepairTrainer:
                 drop = i - opts.limit_layers
                 if drop >= 0:
                     ins[drop] = outs[drop] = None
+                if i < self.first_loss_layer:
+                    x = out
+                    continue
                 # the loss and its reference quantities in float32, whatever the autocast
                 tokens = model.split(out)["patch"][0].float().reshape(gh, gw, -1)
                 res = neighbour_loss(tokens, self.directions[i], opts.mask_threshold, opts.kernel, opts.temperature)

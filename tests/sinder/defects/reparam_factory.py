@@ -49,3 +49,17 @@ def reparametrise(state: dict[str, torch.Tensor], depth: int, seed: int = 0) -> 
     s["patch_embed.proj.weight"] = torch.einsum("oc,c...->o...", q, w)
     s["patch_embed.proj.bias"] = q @ s["patch_embed.proj.bias"]
     return {k: v.float() for k, v in s.items()}, q
+
+
+def reparametrised_demo(seed: int = 0):
+    """The planted demo re-parametrised: ``(LoadedModel, Q)``; its block outputs are ``Q`` times the demo's."""
+    from sinder.demo import load_demo
+    from sinder.model import LoadedModel, build_model
+
+    planted = load_demo(0)
+    state, q = reparametrise(planted.model.state_dict(), planted.arch.depth, seed)
+    model = build_model(planted.arch)
+    model.load_state_dict(state)
+    model.eval()
+    return LoadedModel(model=model, arch=planted.arch, source="reparametrised planted demo", source_format="demo",
+                       sha256="0" * 64, synthetic=True), q

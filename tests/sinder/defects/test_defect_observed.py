@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sinder.defects.observed import AGREEMENT_MIN, LayerObservation, choose_directions, observe_from_gram
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reparam_factory import reparametrise  # noqa: E402
+from reparam_factory import reparametrised_demo  # noqa: E402
 
 
 def _obs(direction, n=10, coherence=0.95):
@@ -51,6 +51,18 @@ def test_auto_keeps_an_explaining_prediction_and_replaces_one_that_misses():
     assert not choose_directions(predicted, None, "auto").checked
 
 
+def test_first_own_layer_skips_directions_borrowed_from_a_later_layer():
+    g = torch.Generator().manual_seed(0)
+    predicted = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    other = F.normalize(torch.randn(8, generator=g), dim=0)
+    none = _obs(None, n=0, coherence=None)
+    late = choose_directions(predicted, [none, none, _obs(other), none], "auto")
+    assert late.sources == ["observed@2", "observed@2", "observed", "observed@2"]
+    assert late.first_own_layer == 2  # layer 3 carries layer 2's direction forward: still the defect's
+    assert choose_directions(predicted, [none, none, _obs(other), none], "predicted").first_own_layer == 0
+    assert choose_directions(predicted, None, "auto").first_own_layer == 0
+
+
 @pytest.fixture(scope="module")
 def planted():
     from sinder.demo import load_demo
@@ -59,15 +71,8 @@ def planted():
 
 
 @pytest.fixture(scope="module")
-def rotated(planted):
-    from sinder.model import LoadedModel, build_model
-
-    state, q = reparametrise(planted.model.state_dict(), planted.arch.depth)
-    model = build_model(planted.arch)
-    model.load_state_dict(state)
-    model.eval()
-    return LoadedModel(model=model, arch=planted.arch, source="reparametrised planted demo", source_format="demo",
-                       sha256="0" * 64, synthetic=True), q
+def rotated():
+    return reparametrised_demo()
 
 
 def test_reparametrised_checkpoint_is_functionally_identical(planted, rotated, demo_photos_dir):

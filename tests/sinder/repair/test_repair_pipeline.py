@@ -26,6 +26,7 @@ def test_repair_removes_the_planted_defect_and_writes_a_strict_checkpoint(toy, i
     assert 0 < report["iterations"] <= OPTS.max_iterations and report["seconds"] > 0
     assert report["synthetic"] is True and report["options"]["lr"] == OPTS.lr
     assert report["model"]["sha256"] == toy.sha256
+    assert report["loss_search_from"] == 0  # predicted directions: every layer has its own, as in the reference
 
     on_disk = json.loads((out.parent / REPORT_NAME).read_text())
     assert on_disk["after"] == after and on_disk["output"]["sha256"] == repaired.sha256

@@ -141,3 +141,42 @@ def test_epoch_limit_and_order(image_paths):
 def test_training_crop_is_square(image_paths):
     img = load_train_image(image_paths[0], RES)
     assert img.shape == (3, RES, RES)
+
+
+def test_loss_waits_for_the_first_layer_with_its_own_defect_direction(demo_photos_dir):
+    """A re-parametrised checkpoint (tests/sinder/defects/reparam_factory.py) gets observed directions,
+    borrowed back from the defect layer before it; the paper's relative mask flags the tail of |cos|
+    there on tokens that are not high-norm, so the loss must not be taken before the defect layer."""
+    import copy
+    import sys
+    from pathlib import Path
+
+    from sinder.demo import DEFECT_BLOCK
+    from sinder.device import resolve
+    from sinder.images import list_images
+    from sinder.repair.pipeline import _choose_directions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "defects"))
+    from reparam_factory import reparametrised_demo
+
+    loaded, _ = reparametrised_demo()
+    paths = {p.name: p for p in list_images(demo_photos_dir)}
+    options = RepairOptions(resolution=224)
+    observe_on = [paths[n] for n in ("brick.png", "ihc.png", "moon.png", "rocket.jpg", "coins.png", "retina.jpg")]
+    choice = _choose_directions(loaded, defect_directions(loaded.model), observe_on, options,
+                                resolve("cpu", "fp32"))
+    assert choice.used == "observed" and choice.first_own_layer == DEFECT_BLOCK
+    model = copy.deepcopy(loaded.model)
+    apply_svd(model)
+    # On both the mask flags tokens before the defect layer; on brick the defect layer has fewer
+    # than skip_less_than flagged tokens (a clean image), on ihc enough for the loss.
+    for name, fixed in (("brick.png", None), ("ihc.png", DEFECT_BLOCK)):
+        image = load_train_image(paths[name], 224)
+        early = RepairTrainer(copy.deepcopy(model), choice.directions, [paths[name]], options,
+                              progress=False).step(image)
+        assert early.layer is not None and early.layer < DEFECT_BLOCK
+        trainer = RepairTrainer(copy.deepcopy(model), choice.directions, [paths[name]], options, progress=False,
+                                first_loss_layer=choice.first_own_layer)
+        assert trainer.step(image).layer == fixed
+    with pytest.raises(ValueError, match="first loss layer"):
+        RepairTrainer(model, choice.directions, [paths[name]], options, first_loss_layer=len(model.blocks))
