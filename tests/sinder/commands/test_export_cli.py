@@ -70,3 +70,59 @@ def test_export_cli_variant_of_needs_a_repair_report(tmp_path, checkpoint, capsy
     (err,) = _error(capsys)
     assert "--variant-of" in err and "--repair-report" in err
     assert not (tmp_path / "repo" / "x").exists()
+
+
+def test_export_int8_with_test_time_registers(tmp_path, monkeypatch):
+    """`--int8 --registers` on a model with trained registers too: the int8 variant loads in onnxruntime,
+    has the outputs its manifest lists (register tokens included), keeps the neuron edit and stays close
+    to the float32 graph with the same registers."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from sinder.export.parity import parity_images, reference_outputs
+
+    base = tiny_loaded(registers=4)
+    checkpoint = save_official(base.model, tmp_path / "tiny_reg.pth")
+    report = tmp_path / "ttr.json"
+    neurons = {"0": [1, 5, 30], "1": [2]}
+    report.write_text(json.dumps({"neurons": neurons, "neuron_count": 4, "verdict": "removed"}))
+    repo = tmp_path / "repo"
+    # NAME and NAME_int8 trace the same float32 graph: trace it once (the slow part), copy it the second time
+    traced, trace = [], graph.export_graph
+
+    def trace_once(wrapper, path, *args, **kwargs):
+        if traced:
+            return shutil.copyfile(traced[0], path)
+        traced.append(tmp_path / "traced.onnx")
+        trace(wrapper, path, *args, **kwargs)
+        return shutil.copyfile(path, traced[0])
+
+    monkeypatch.setattr(graph, "export_graph", trace_once)
+    assert main(["export", "--checkpoint", str(checkpoint), "--registers", str(report), "--name", "tiny_ttr",
+                 "--model-repo", str(repo), "--int8"]) == 0
+    images = parity_images(3, 70, 98, seed=5)  # a size the parity check did not use
+    got, manifests = {}, {}
+    for name in ("tiny_ttr", "tiny_ttr_int8"):
+        folder = repo / name / "1"
+        manifests[name] = m = json.loads((folder / "manifest.json").read_text())
+        assert m["variant"] == {"kind": "ttr", "of": "tiny"}
+        assert m["registers"]["neurons"] == neurons
+        session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        outputs = {o.name: o for o in session.get_outputs()}
+        assert set(outputs) == {o["name"] for o in m["outputs"]}
+        got[name] = dict(zip(outputs, session.run(None, {"images": images})))
+    assert manifests["tiny_ttr_int8"]["precision"] == "int8"
+    assert manifests["tiny_ttr_int8"]["architecture"]["num_register_tokens"] == 4
+    fp32, int8 = got["tiny_ttr"], got["tiny_ttr_int8"]
+    assert int8["register_tokens"].shape == (3, 4, 64) and int8["patch_tokens"].shape == (3, 5, 7, 64)
+
+    def mean_cosine(a, b):
+        a, b = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
+        return float(((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).mean())
+
+    for f in ("cls_token", "patch_tokens", "register_tokens"):
+        assert mean_cosine(int8[f], fp32[f]) >= 0.99, f
+    # the edit survives quantization: int8 is nearer the float32 graph with registers than the plain model
+    plain = reference_outputs(base.model, images, base.model.cls_token.new_ones(64), 4.0)["patch_tokens"]
+    assert np.abs(fp32["patch_tokens"] - plain).max() > 1e-3
+    assert np.abs(int8["patch_tokens"] - fp32["patch_tokens"]).mean() < np.abs(int8["patch_tokens"] - plain).mean()
