@@ -197,7 +197,7 @@ class _Source:
     data: bytes
     width: int  # as stored, before any EXIF turn
     height: int
-    orientation: int = 1  # EXIF
+    orientation: int = 1  # EXIF, of a JPEG (other formats are turned as they are decoded)
     image: Image.Image | None = None  # None: a plain JPEG (contract/jpeg.py)
 
     @property
@@ -210,7 +210,8 @@ def _open(data: bytes, max_pixels: int | None) -> _Source:
     header = jpeg.plain_header(data)
     if header is None:
         image = open_image(data, max_pixels)
-        return _Source(data, *image.size, _orientation(image), image)
+        # Only a JPEG's EXIF is read before decoding: Pillow decodes a PNG to look for its eXIf chunk.
+        return _Source(data, *image.size, _orientation(image) if image.format == "JPEG" else 1, image)
     height, width = header
     _check_size(width, height, max_pixels)
     return _Source(data, width, height)
@@ -263,6 +264,8 @@ def decode_for(data: bytes, rule: "Resize", policy: str | None = None, *, short_
     own (oriented) size, a large JPEG drafted first (module docstring)."""
     source = _open(data, max_pixels)
     policy = policy or rule.policy
+    if not source.is_jpeg:  # nothing to draft: sized from the decoded, turned pixels
+        return prepare(_pixels(source), rule, policy, short_side=short_side, resolution=resolution)
     turned = source.orientation in _TURNED
     oh, ow = (source.width, source.height) if turned else (source.height, source.width)
     size = rule.target(oh, ow, policy, short_side=short_side, resolution=resolution)
