@@ -26,7 +26,7 @@ from service.core.errors import ModelNotFound, ServiceError
 from service.core.registry import ModelVersion
 from service.core.service import FeatureService
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration"]  # the second: routes/v2_config.py
 _OFF_LOOP_BYTES = 4 * 1024 * 1024  # answers larger than this are encoded in a thread
 
 

@@ -43,7 +43,7 @@ class RequestedOutput:
 class InferRequest:
     id: str | None
     inputs: list[Tensor]
-    outputs: list[RequestedOutput] | None  # None: every output
+    outputs: list[RequestedOutput] | None  # None: every output (also for an empty list, as Triton does)
     binary_output: bool  # ``binary_data_output``: the default for outputs not listed with ``binary_data``
     output_datatype: str = "FP32"
     parameters: dict = field(default_factory=dict)
@@ -70,7 +70,9 @@ def _object(value, where: str) -> dict:
 
 
 def _parameters(item: dict, where: str) -> dict:
-    return _object(item.get("parameters", {}), f"{where}.parameters")
+    # null is "none given": clients built on pydantic models (MLServer's types, for one) write unset fields as null
+    value = item.get("parameters")
+    return {} if value is None else _object(value, f"{where}.parameters")
 
 
 def _shape(value, where: str) -> tuple[int, ...]:
@@ -140,7 +142,7 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
 
 def _outputs(doc: dict) -> list[RequestedOutput] | None:
     raw = doc.get("outputs")
-    if raw is None:
+    if raw is None or raw == []:  # as Triton does: no output requested means every output
         return None
     if not isinstance(raw, list):
         raise InvalidInput("outputs must be a list")
