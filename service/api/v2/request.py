@@ -99,6 +99,18 @@ def _flag(params: dict, key: str, where: str) -> bool | None:
     return value
 
 
+# Triton extensions a client may ask for that this server does not offer: refused by name, since ignoring
+# them would answer something else than asked (a float tensor for top-k labels, the body for a memory region).
+_UNSUPPORTED = {"shared_memory_region": "shared memory", "classification": "the classification extension"}
+
+
+def _refuse_unsupported(params: dict, where: str) -> None:
+    for key, what in _UNSUPPORTED.items():
+        if params.get(key) not in (None, 0):
+            raise InvalidInput(f"{where}.parameters.{key}: {what} is not supported by this server; "
+                               "send and receive tensors in the body")
+
+
 def parse(body: bytes, header_length: str | None) -> InferRequest:
     """The request, with each binary input's bytes located in the body; 400/422 naming what is wrong."""
     header, binary = split_body(body, header_length)
@@ -122,7 +134,9 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(name, str) or not isinstance(datatype, str):
             raise InvalidInput(f"{where} needs a string name and datatype")
         shape = _shape(item.get("shape"), where)
-        size = _binary_size(_parameters(item, where), where)
+        input_params = _parameters(item, where)
+        _refuse_unsupported(input_params, where)
+        size = _binary_size(input_params, where)
         if size is None:
             if "data" not in item:
                 raise InvalidInput(f"input {name!r} has neither data nor parameters.binary_data_size")
@@ -151,7 +165,9 @@ def _outputs(doc: dict) -> list[RequestedOutput] | None:
         item = _object(item, f"outputs[{i}]")
         if not isinstance(item.get("name"), str):
             raise InvalidInput(f"outputs[{i}] needs a string name")
-        binary = _flag(_parameters(item, f"outputs[{i}]"), "binary_data", f"outputs[{i}]")
+        output_params = _parameters(item, f"outputs[{i}]")
+        _refuse_unsupported(output_params, f"outputs[{i}]")
+        binary = _flag(output_params, "binary_data", f"outputs[{i}]")
         out.append(RequestedOutput(item["name"], binary))
     return out
 

@@ -195,3 +195,19 @@ def test_files_of_different_aspect_ratios_in_one_request_are_a_422_naming_them(u
         assert client.is_server_ready()
     finally:
         client.close()
+
+
+def test_triton_extensions_that_are_not_served_are_refused_by_name(url):
+    client = httpclient.InferenceServerClient(url)
+    try:
+        with pytest.raises(InferenceServerException, match="classification extension is not supported") as info:
+            client.infer("tiny", [_bytes_input(httpclient, [FILES["png"]])],
+                         outputs=[httpclient.InferRequestedOutput("cls_token", class_count=3)])
+        assert info.value.status() == "422"
+        region = httpclient.InferInput("images", [1, 56, 56, 3], "UINT8")
+        region.set_shared_memory("images_region", 56 * 56 * 3)
+        with pytest.raises(InferenceServerException, match="shared memory is not supported"):
+            client.infer("tiny", [region])
+        assert client.infer("tiny", [_bytes_input(httpclient, [FILES["png"]])]).as_numpy("pooled").shape == (1, 8)
+    finally:
+        client.close()
