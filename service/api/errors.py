@@ -101,7 +101,7 @@ def error_status_headers(exc: e.ServiceError) -> tuple[int, dict]:
     return status, headers
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, int | None]:
+def validation_message(exc: RequestValidationError) -> tuple[str, int | None]:
     parts, index = [], None
     for err in exc.errors()[:3]:
         loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
@@ -138,7 +138,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        message, index = _validation_message(exc)
+        message, index = validation_message(exc)
         return _answer(request, 422, "invalid_request", message, index)
 
     @app.exception_handler(StarletteHTTPException)

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from service import __version__
 from service.api.body import read_limited
 from service.api.deps import get_service, request_deadline, require_api_key, wait_disconnect
-from service.api.errors import CLIENT_CLOSED, error_status_headers
+from service.api.errors import CLIENT_CLOSED, error_status_headers, validation_message
 from service.api.schemas_v2 import (V2_ERROR_RESPONSES, V2_INFER_BODY, V2ModelMetadata, V2ModelReady, V2ServerLive,
                                     V2ServerMetadata, V2ServerReady, V2Tensor)
 from service.api.v2 import request as v2req
@@ -49,7 +49,7 @@ class V2Route(APIRoute):
             except ServiceError as exc:
                 return protocol_error(exc)
             except RequestValidationError as exc:
-                return Response(v2resp.error_body(f"invalid request: {exc.errors()[:1]}"), status_code=422,
+                return Response(v2resp.error_body(validation_message(exc)[0]), status_code=422,
                                 media_type="application/json")
 
         return route

@@ -112,3 +112,14 @@ def test_malformed_field_is_a_4xx_naming_it(client, case):
     message = error if route == V2 else error["message"]  # v2 speaks its protocol's {"error": "<message>"}
     assert isinstance(message, str) and fragment in message and "\n" not in message
     _assert_served(client)
+
+
+@pytest.mark.parametrize("route, body", [("/features", _features()), ("/v1/embeddings", _embeddings()), (V2, _v2())])
+@pytest.mark.parametrize("timeout", ["abc", "-1", "0", "nan", ""])
+def test_a_bad_deadline_header_is_a_422_naming_it(client, route, body, timeout):
+    response = client.post(route, content=json.dumps(body), headers={"content-type": "application/json",
+                                                                     "X-Request-Timeout": timeout})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    message = error if route == V2 else error["message"]
+    assert message.startswith("X-Request-Timeout: ") and "{" not in message
