@@ -180,9 +180,8 @@ async def _infer(request: Request, service: FeatureService, deadline: Deadline, 
         result = await service.features(list(images), entry, feat.FeatureOptions(), deadline, lambda: wait_disconnect(request))
         per_image = [item.outputs for item in result.items]
 
-        def build() -> tuple[bytes, int | None]:
-            tensors = [(o.name, v2resp.gather(per_image, o.name, parsed.output_datatype), o.binary) for o in wanted]
-            return v2resp.encode(entry.name, entry.version, parsed.id, tensors)
+        def build() -> tuple[bytes | memoryview, int | None]:
+            return v2resp.encode(entry.name, entry.version, parsed.id, v2resp.outputs(per_image, wanted, parsed.output_datatype))
 
         size = sum(np.asarray(v).nbytes for v in per_image[0].values()) * len(per_image)
         content, header_length = await service.offload(build) if size > _OFF_LOOP_BYTES else build()
