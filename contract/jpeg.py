@@ -16,6 +16,9 @@ from collections.abc import Callable
 import numpy as np
 import simplejpeg
 
+# Pillow's names of the files this path reads: a JPEG, or a multi-picture JPEG (phone cameras) whose
+# first picture, the one Pillow decodes, is the JPEG stream the file starts with.
+FORMATS = ("JPEG", "MPO")
 TURBO_MODES = ("RGB", "L")  # Pillow's modes for the JPEGs this path decodes
 _TURBO_COLORSPACES = ("YCbCr", "Gray", "RGB")  # the same, as libjpeg-turbo's header names them
 _SOI, _APP1, _SOS = 0xD8, 0xE1, 0xDA

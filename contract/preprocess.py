@@ -202,7 +202,7 @@ class _Source:
 
     @property
     def is_jpeg(self) -> bool:
-        return self.image is None or self.image.format == "JPEG"
+        return self.image is None or self.image.format in jpeg.FORMATS
 
 
 def _open(data: bytes, max_pixels: int | None) -> _Source:
@@ -211,7 +211,7 @@ def _open(data: bytes, max_pixels: int | None) -> _Source:
     if header is None:
         image = open_image(data, max_pixels)
         # Only a JPEG's EXIF is read before decoding: Pillow decodes a PNG to look for its eXIf chunk.
-        return _Source(data, *image.size, _orientation(image) if image.format == "JPEG" else 1, image)
+        return _Source(data, *image.size, _orientation(image) if image.format in jpeg.FORMATS else 1, image)
     height, width = header
     _check_size(width, height, max_pixels)
     return _Source(data, width, height)

@@ -132,3 +132,19 @@ def test_exif_turned_png_is_sized_by_its_turned_shape():
     Image.fromarray(_pixels(200, 300)).save(png, "PNG", exif=exif)
     out = pre.decode_for(png.getvalue(), pre.Resize(short_side=224, multiple_of=14))
     assert out.shape == (336, 224, 3)  # 300 tall once turned: not squashed into 224x336
+
+
+def test_multi_picture_jpeg_from_a_phone_is_its_first_picture_turned_and_drafted():
+    first, second = _pixels(1200, 900), _pixels(1200, 900, seed=1)[::-1]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(first).save(buf, "MPO", save_all=True, append_images=[Image.fromarray(second)], exif=exif, quality=88)
+    data = buf.getvalue()
+    assert pre.open_image(data).format == "MPO"
+    np.testing.assert_array_equal(pre.decode(data), _pillow(data))
+    rule = pre.Resize(short_side=224, multiple_of=14)
+    drafted = pre.decode_for(data, rule)
+    full = pre.prepare(_pillow(data), rule)
+    assert drafted.shape == full.shape == (224, 294, 3)  # 900 wide, 1200 tall, turned: 1200 wide
+    assert np.abs(drafted.astype(int) - full.astype(int)).mean() < 1.0
