@@ -198,3 +198,20 @@ def test_text_input_is_refused_saying_that_only_images_are_embedded(oai, text):
     with pytest.raises((openai.BadRequestError, openai.UnprocessableEntityError)) as err:
         oai.embeddings.create(model="tiny:1", input=[text])
     assert err.value.body["index"] == 0 and "embeds images only" in err.value.body["message"]
+
+
+def test_async_openai_client_gets_the_same_embeddings(server, oai, images):
+    import asyncio
+
+    uris = [data_uri(a) for a in images]
+
+    async def embed():
+        async with openai.AsyncOpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0, timeout=20) as client:
+            return await asyncio.gather(client.embeddings.create(model="tiny:1", input=uris),
+                                        client.embeddings.create(model="tiny:1", input=uris, encoding_format="float"))
+
+    packed, floats = asyncio.run(embed())
+    expected = oai.embeddings.create(model="tiny:1", input=uris)
+    for a, b, c in zip(packed.data, floats.data, expected.data):
+        np.testing.assert_allclose(a.embedding, c.embedding, rtol=1e-6)
+        np.testing.assert_allclose(b.embedding, c.embedding, rtol=1e-6, atol=1e-7)
