@@ -177,7 +177,8 @@ async def _infer(request: Request, service: FeatureService, deadline: Deadline, 
         wanted = v2resp.select(parsed, entry.output_names)
         images = v2req.images_input(parsed)
         # Pixels go to the batcher as they are (views into the body); files are decoded and resized as /features does.
-        result = await service.features(list(images), entry, feat.FeatureOptions(), deadline, lambda: wait_disconnect(request))
+        result = await service.features(list(images), entry, feat.FeatureOptions(one_size=True), deadline,
+                                        lambda: wait_disconnect(request))
         per_image = [item.outputs for item in result.items]
 
         def build() -> tuple[bytes | memoryview, int | None]:

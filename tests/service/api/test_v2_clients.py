@@ -184,8 +184,6 @@ def test_gzip_bomb_on_v2_is_413_and_the_next_request_is_served(url):
     assert _infer(url, {"inputs": [image]}).status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="needs service.api.v2.uniform.check_one_shape(per_image) called in routes/v2.py "
-                                       "_infer (owned by the integrator this round): today a 500")
 def test_files_of_different_aspect_ratios_in_one_request_are_a_422_naming_them(url):
     client = httpclient.InferenceServerClient(url)
     try:
