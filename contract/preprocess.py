@@ -62,6 +62,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Policy = Literal["keep_aspect", "native", "stretch", "center_square"]
 POLICIES: tuple[str, ...] = ("keep_aspect", "native", "stretch", "center_square")
 BACKGROUND = (255, 255, 255)  # transparent pixels are shown over white
+# Pillow's readers for raster image files, by its names (JPEG includes multi-picture MPO). Not the rest:
+# EPS runs Ghostscript on the file where it is installed, and the scientific and legacy formats add
+# parsers that a photo never needs.
+FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "TIFF", "BMP", "DIB", "ICO", "TGA", "PPM", "JPEG2000", "QOI")
+
+
+def image_suffixes() -> tuple[str, ...]:
+    """File name suffixes of the accepted formats (for searching folders), from Pillow's own table."""
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in (*FORMATS, "MPO")))
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _INT_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -136,9 +145,9 @@ def open_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(f"not a recognised image format ({len(data)} bytes)") from None
+        raise ImageError(f"not a recognised image format ({len(data)} bytes); accepted: {', '.join(FORMATS)}") from None
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from None
     except Exception as exc:  # Pillow raises many types on hostile headers
