@@ -163,7 +163,8 @@ _INFER_DOC = dict(
         "decoded and resized exactly as `POST /features` does (binary elements are raw files; JSON elements are "
         "base64 text). Outputs: every graph output plus `pooled` (mean patch token); only those listed in `outputs` "
         "are computed into the answer (all when none is listed). Request parameter `output_datatype`: `FP32` "
-        "(default) or `FP16` for float outputs. Binary data (Triton's extension) with `binary_data_size`, "
+        "(default) or `FP16` for float outputs; `timeout` (microseconds, as tritonclient sends it) shortens the "
+        "request's deadline as `X-Request-Timeout` does. Binary data (Triton's extension) with `binary_data_size`, "
         "`binary_data` and `binary_data_output`."
     ),
 )
@@ -174,6 +175,8 @@ async def _infer(request: Request, service: FeatureService, deadline: Deadline, 
         entry = service.resolve(name, _version(version))
         body = await read_limited(request, service.settings.max_body_bytes, ticket.reserve)
         parsed = v2req.parse(body, request.headers.get(v2req.HEADER_LENGTH))
+        if parsed.timeout_s is not None:
+            deadline = deadline.within(parsed.timeout_s)
         wanted = v2resp.select(parsed, entry.output_names)
         images = v2req.images_input(parsed)
         # Pixels go to the batcher as they are (views into the body); files are decoded and resized as /features does.

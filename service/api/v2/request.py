@@ -47,6 +47,7 @@ class InferRequest:
     binary_output: bool  # ``binary_data_output``: the default for outputs not listed with ``binary_data``
     output_datatype: str = "FP32"
     parameters: dict = field(default_factory=dict)
+    timeout_s: float | None = None  # Triton's ``timeout`` parameter (microseconds), in seconds
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memoryview]:
@@ -151,7 +152,17 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
         raise BadRequest(f"the body has {len(binary)} bytes after the JSON header but the inputs' binary_data_size "
                          f"add up to {offset}")
     return InferRequest(request_id, inputs, _outputs(doc), bool(_flag(params, "binary_data_output", "request")),
-                        _output_datatype(params), params)
+                        _output_datatype(params), params, _timeout_s(params))
+
+
+def _timeout_s(params: dict) -> float | None:
+    """``parameters.timeout`` as tritonclient sends it (``infer(..., timeout=...)``): microseconds."""
+    value = params.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(f"parameters.timeout must be a positive integer of microseconds, not {value!r}")
+    return value / 1e6
 
 
 def _outputs(doc: dict) -> list[RequestedOutput] | None:
