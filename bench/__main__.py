@@ -2,6 +2,7 @@
 
     python -m bench            # full run, about 15 min on a small machine
     python -m bench --quick    # smoke run: one repeat, short phases (figures are rough)
+    python -m bench --only repair --keep   # rerun one section, keep the others' last figures
 
 Run it on an otherwise idle machine: the figures are ratios measured side by side, but the
 load generator, the service and the raw session share the CPU.
@@ -34,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="report to rewrite")
     p.add_argument("--json", type=Path, help="raw figures as JSON (default: beside --out, .json)")
+    p.add_argument("--keep", action="store_true", help="with --only: keep the other sections' figures from the "
+                   "existing --json, each marked with the run it came from")
     p.add_argument("--arch", default="vits14", choices=("vits14", "vitb14"), help="shape of the bench model")
     p.add_argument("--resolution", type=int, default=224, help="square input side, a multiple of 14")
     p.add_argument("--max-batch-size", type=int, help="service max_batch_size and raw batch (default 8, 4 with --quick)")
@@ -147,11 +150,19 @@ def main(argv=None) -> int:
 
     def attempt(section: str, name: str, fn):
         log(f"[{section}] {name}")
+        key = current_section[0]
         try:
-            figures.extend(fn())
+            figures.extend({**f, "bench_section": key} for f in fn())
         except Exception as exc:  # one broken benchmark must not lose the others' figures
             traceback.print_exc()
-            figures.append({"section": section, "name": name, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+            figures.append({"section": section, "name": name, "bench_section": key,
+                            "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+
+    current_section = [""]
+
+    def enter(section: str) -> bool:
+        current_section[0] = section
+        return section in sections
 
     with tempfile.TemporaryDirectory(prefix="sinder-bench-") as tmp:
         if args.model_repo:
@@ -162,15 +173,15 @@ def main(argv=None) -> int:
             model_name, model_desc = build_bench_repo(repo, args.arch, args.max_batch_size, args.resolution, args.graph)
         if {"runtime", "service"} & set(sections):
             model_path = latest_model_file(repo, model_name)
-        if "export" in sections:
+        if enter("export"):
             attempt("Export", "PyTorch eager vs onnxruntime", lambda: export_figures(args.repeats, args.quick))
-        if "runtime" in sections:
+        if enter("runtime"):
             from . import runtime_bench
 
             attempt("Runtime", "onnxruntime vs numpy matmul", lambda: runtime_bench.run(
                 model_path, args.arch, args.resolution, args.max_batch_size, model_desc,
                 repeats=args.repeats, seconds=2.0 if args.quick else 5.0))
-        if "service" in sections:
+        if enter("service"):
             from . import service_bench
             from .onnx_vit import SHAPES
 
@@ -178,7 +189,7 @@ def main(argv=None) -> int:
                 repo, model_name, model_desc, args.resolution, args.max_batch_size, SHAPES[args.arch].embed_dim,
                 repeats=args.repeats, phase_seconds=phase, latency_requests=50 if args.quick else 200,
                 queue_delay_ms=args.queue_delay_ms, log_dir=Path(tmp), progress=log))
-        if "frontend" in sections:
+        if enter("frontend"):
             from . import frontend_bench
 
             front_repo = Path(tmp) / "frontend_repo"
@@ -190,12 +201,12 @@ def main(argv=None) -> int:
             if cores > 1:
                 attempt("Front end", "workers", lambda: frontend_bench.workers_figure(
                     front_repo, cores, repeats=args.repeats, seconds=front_seconds, log_dir=Path(tmp), progress=log))
-        if "analysis" in sections:
+        if enter("analysis"):
             from . import analysis_bench
 
             archs = ("vits14",) if args.quick else ("vits14", "vitb14")
             attempt("Offline tool", "defect directions", lambda: analysis_bench.analysis_figures(args.repeats, archs))
-        if "repair" in sections:
+        if enter("repair"):
             from . import analysis_bench
 
             attempt("Offline tool", "repair iteration", lambda: analysis_bench.repair_figures(args.resolution))
@@ -203,6 +214,12 @@ def main(argv=None) -> int:
             attempt("Offline tool", "repair memory", lambda: analysis_bench.repair_memory_figures(
                 "vits14" if args.quick else "vitl14", 224 if args.quick else 518))
 
+    if args.keep and args.only:
+        kept, note = report.kept_figures(args.json, set(SECTIONS) - set(sections))
+        figures.extend(kept)
+        notes.extend([note] if note else [])
+        order = {s: i for i, s in enumerate(SECTIONS)}
+        figures.sort(key=lambda f: order.get(f.get("bench_section"), len(order)))  # stable: in-section order kept
     seconds = time.perf_counter() - t_start
     if args.quick:
         notes.append("--quick run: one repeat and short phases; a smoke test of the harness, not figures to quote.")

@@ -256,3 +256,38 @@ def replace_gpu_section(markdown: str, section: str) -> str:
         tail = rest.split(GPU_END, 1)[1]
         return head + section + tail
     return markdown.rstrip() + "\n\n" + section + "\n"
+
+
+def _bench_section(fig: dict) -> str:
+    """The ``--only`` section a figure belongs to (figures written before the key existed: from their heading)."""
+    if fig.get("bench_section"):
+        return fig["bench_section"]
+    heading = fig.get("section", "")
+    if heading == "Offline tool":
+        return "repair" if str(fig.get("name", "")).startswith("repair") else "analysis"
+    return {"Export": "export", "Runtime": "runtime", "Service": "service", "Front end": "frontend"}.get(heading, "")
+
+
+def kept_figures(json_path: str | Path, sections: set[str]) -> tuple[list[dict], str | None]:
+    """The figures of ``sections`` from an earlier run's JSON, each noting that run; and a note for the report."""
+    path = Path(json_path)
+    if not path.exists():
+        return [], None
+    try:
+        earlier = json.loads(path.read_text())
+    except ValueError:
+        return [], f"{path.name} was not valid JSON: no earlier figures were kept."
+    runs = {}
+    kept = []
+    for fig in earlier.get("figures", []):
+        if _bench_section(fig) not in sections:
+            continue
+        run = fig.get("run") or {"command": earlier.get("command", "?"), "started": earlier.get("started", "?")}
+        runs[(run["command"], run["started"])] = _bench_section(fig)
+        note = f"From an earlier run: `{run['command']}`, started {run['started']}."
+        kept.append({**fig, "run": run, "bench_section": _bench_section(fig),
+                     "note": fig.get("note") if fig.get("run") else " ".join(filter(None, [fig.get("note"), note]))})
+    if not kept:
+        return [], None
+    listed = "; ".join(f"`{cmd}` ({started})" for cmd, started in runs)
+    return kept, f"Sections not run by this command were kept from earlier runs: {listed}."

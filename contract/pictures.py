@@ -44,6 +44,23 @@ SYNTHETIC_LEGEND = ("SYNTHETIC demo weights: generated, not trained, so the PCA 
 _WARN = (170, 30, 30)
 
 
+# What each variant kind (the manifest's ``variant.kind``) is called on a picture; an unknown kind is shown as it is.
+VARIANT_NAMES = {"original": "original", "sinder": "SINDER repair", "ttr": "test-time registers"}
+# onnxruntime's provider names, as people call them; any other loses its "ExecutionProvider" suffix.
+_PROVIDER_NAMES = {"CPUExecutionProvider": "CPU", "CUDAExecutionProvider": "CUDA",
+                   "TensorrtExecutionProvider": "TensorRT"}
+
+
+def row_label(kind: str, model: str, provider: str | None = None) -> str:
+    """A row's title, one bracket: what the model is, then which model and where it ran.
+    ``row_label("sinder", "dinov2_demo_sinder:1", "CPUExecutionProvider")`` is
+    "SINDER repair (dinov2_demo_sinder:1, on CPU)"."""
+    where = [model]
+    if provider:
+        where.append("on " + _PROVIDER_NAMES.get(provider, provider.removesuffix("ExecutionProvider") or provider))
+    return f"{VARIANT_NAMES.get(kind, kind)} ({', '.join(where)})"
+
+
 @dataclass
 class Row:
     label: str

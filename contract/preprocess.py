@@ -2,8 +2,9 @@
 input size out (normalisation is inside the graph; ``normalise`` gives the same float
 tensor for PyTorch).
 
-Decoding: the first frame, with its EXIF orientation applied. Every mode becomes RGB by
-one rule:
+Decoding: the first frame, with its EXIF orientation applied. RGB and grey JPEGs are decoded
+by libjpeg-turbo straight into an array (contract/jpeg.py; the same pixels as Pillow's), every
+other file by Pillow. Every mode becomes RGB by one rule:
 
 | source mode | RGB |
 |---|---|
@@ -46,11 +47,13 @@ import warnings
 from os import PathLike
 from typing import Literal
 
+from dataclasses import dataclass
+
 import numpy as np
-import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from . import jpeg
 from .errors import ImageError, ImageTooLarge, ResizeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -59,6 +62,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Policy = Literal["keep_aspect", "native", "stretch", "center_square"]
 POLICIES: tuple[str, ...] = ("keep_aspect", "native", "stretch", "center_square")
 BACKGROUND = (255, 255, 255)  # transparent pixels are shown over white
+# Pillow's readers for raster image files, by its names (JPEG includes multi-picture MPO). Not the rest:
+# EPS runs Ghostscript on the file where it is installed, and the scientific and legacy formats add
+# parsers that a photo never needs.
+FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "TIFF", "BMP", "DIB", "ICO", "TGA", "PPM", "JPEG2000", "QOI")
+
+
+def image_suffixes() -> tuple[str, ...]:
+    """File name suffixes of the accepted formats (for searching folders), from Pillow's own table."""
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in (*FORMATS, "MPO")))
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _INT_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -133,19 +145,22 @@ def open_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(f"not a recognised image format ({len(data)} bytes)") from None
+        raise ImageError(f"not a recognised image format ({len(data)} bytes); accepted: {', '.join(FORMATS)}") from None
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from None
     except Exception as exc:  # Pillow raises many types on hostile headers
         raise ImageError(f"cannot read image header: {exc}") from None
-    width, height = image.size
+    _check_size(*image.size, max_pixels)
+    return image
+
+
+def _check_size(width: int, height: int, max_pixels: int | None) -> None:
     if width < 1 or height < 1:
         raise ImageError(f"declares an empty size {width}x{height}")
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLarge(f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels}")
-    return image
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
@@ -184,11 +199,48 @@ def rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class _Source:
+    """An image file read as far as its header: by Pillow (lazily), or, for a plain JPEG, by libjpeg-turbo alone."""
+
+    data: bytes
+    width: int  # as stored, before any EXIF turn
+    height: int
+    orientation: int = 1  # EXIF, of a JPEG (other formats are turned as they are decoded)
+    image: Image.Image | None = None  # None: a plain JPEG (contract/jpeg.py)
+
+    @property
+    def is_jpeg(self) -> bool:
+        return self.image is None or self.image.format in jpeg.FORMATS
+
+
+def _open(data: bytes, max_pixels: int | None) -> _Source:
+    """The file's size and orientation, checked against ``max_pixels`` before any pixel is decoded."""
+    header = jpeg.plain_header(data)
+    if header is None:
+        image = open_image(data, max_pixels)
+        # Only a JPEG's EXIF is read before decoding: Pillow decodes a PNG to look for its eXIf chunk.
+        return _Source(data, *image.size, _orientation(image) if image.format in jpeg.FORMATS else 1, image)
+    height, width = header
+    _check_size(width, height, max_pixels)
+    return _Source(data, width, height)
+
+
+def _pixels(source: _Source, scale: int = 1, want: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB uint8 pixels, oriented; a JPEG at 1/``scale`` (``want``: the size asked of Pillow's draft for it)."""
+    if source.image is None or (source.is_jpeg and source.image.mode in jpeg.TURBO_MODES):
+        array = jpeg.decode(source.data, source.width, source.height, source.orientation, scale)
+        if array is not None:
+            return array
+    image = source.image or open_image(source.data)  # libjpeg warned: Pillow decides
+    if scale > 1:
+        image.draft(image.mode, want)  # the same scale, by the same rule
+    return to_rgb(image)
+
+
 def decode(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """Image bytes -> RGB uint8 ``[H, W, 3]`` at the source size."""
-    image = open_image(data, max_pixels)
-    array = _turbo_jpeg(data, image)
-    return array if array is not None else to_rgb(image)
+    return _pixels(_open(data, max_pixels))
 
 
 def _read(path: str | PathLike) -> bytes:
@@ -219,59 +271,22 @@ def decode_for(data: bytes, rule: "Resize", policy: str | None = None, *, short_
                resolution: tuple[int, int] | None = None, max_pixels: int | None = None, draft: bool = True) -> np.ndarray:
     """Image bytes -> the model's input pixels: ``decode`` then ``prepare``, the size chosen from the file's
     own (oriented) size, a large JPEG drafted first (module docstring)."""
-    image = open_image(data, max_pixels)
+    source = _open(data, max_pixels)
     policy = policy or rule.policy
-    width, height = image.size
-    turned = image.format == "JPEG" and _orientation(image) in _TURNED
-    oh, ow = (width, height) if turned else (height, width)
+    if not source.is_jpeg:  # nothing to draft: sized from the decoded, turned pixels
+        return prepare(_pixels(source), rule, policy, short_side=short_side, resolution=resolution)
+    turned = source.orientation in _TURNED
+    oh, ow = (source.width, source.height) if turned else (source.height, source.width)
     size = rule.target(oh, ow, policy, short_side=short_side, resolution=resolution)
     scale, want = 1, None
-    if draft and image.format == "JPEG":
+    if draft and source.is_jpeg:
         th, tw = (size[1], size[0]) if turned else size
         want = (DRAFT_MARGIN * tw, DRAFT_MARGIN * th)
-        scale = _draft_scale(width, height, *want)
-    array = _turbo_jpeg(data, image, scale)
-    if array is None:
-        if scale > 1:
-            image.draft(image.mode, want)  # the same scale, by the same rule
-        array = to_rgb(image)
+        scale = jpeg.draft_scale(source.width, source.height, *want)
+    array = _pixels(source, scale, want)
     if policy == "center_square":
         array = center_square(array)
     return resize(array, size)
-
-
-def _draft_scale(width: int, height: int, want_w: int, want_h: int) -> int:
-    """The DCT scale (1, 2, 4 or 8) that keeps at least ``want_w`` x ``want_h``: Pillow's ``draft`` rule."""
-    ratio = min(width // want_w, height // want_h)
-    return next((s for s in (8, 4, 2) if ratio >= s), 1)
-
-
-# Pillow's ImageOps.exif_transpose for each EXIF orientation, on an [H, W, 3] array.
-_TURN = {
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.transpose(1, 0, 2),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
-    8: lambda a: np.rot90(a),
-}
-
-
-def _turbo_jpeg(data: bytes, image: Image.Image, scale: int = 1) -> np.ndarray | None:
-    """A plain RGB or grey JPEG decoded by libjpeg-turbo straight into an array (simplejpeg), at 1/``scale``:
-    the same pixels as Pillow's decoder (tests/contract/test_turbo_jpeg.py) in about 0.6 of its time, as it
-    skips Pillow's tile loop and the copy out of the image. None where Pillow decodes instead: another
-    mode (CMYK), or data libjpeg warns about (Pillow then gives its own verdict on it)."""
-    if image.format != "JPEG" or image.mode not in ("RGB", "L"):
-        return None
-    width, height = image.size
-    try:
-        array = simplejpeg.decode_jpeg(data, "RGB", min_width=-(-width // scale), min_height=-(-height // scale))
-    except ValueError:
-        return None
-    turn = _TURN.get(_orientation(image))
-    return np.ascontiguousarray(turn(array)) if turn else array
 
 
 def _orientation(image: Image.Image) -> int:

@@ -142,15 +142,17 @@ def _write_pictures(out_dir: Path, image_paths: list[Path], images, loaded: Load
     """One picture per image (a row per model) under ``out_dir/images``; returns their report paths."""
     from tqdm import tqdm
 
+    from contract import pictures
+
     used: set[str] = set()
     picture_names = []
     # The pictures folder is replaced as a whole, so no picture of an earlier run lingers in it.
     with atomic_dir(out_dir / "images", overwrite=True) as folder:
         for j, (path, image) in enumerate(tqdm(list(zip(image_paths, images)), desc="pictures", unit="image",
                                                file=sys.stderr, disable=not progress, leave=False)):
-            rows = [("original, before repair" if after is not None else loaded.arch.name, before["last_tokens"][j])]
+            rows = [(pictures.row_label("original", loaded.arch.name), before["last_tokens"][j])]
             if after is not None:
-                rows.append(("repaired, after SINDER", after["last_tokens"][j]))
+                rows.append((pictures.row_label("sinder", loaded.arch.name), after["last_tokens"][j]))
             stem = _safe_stem(path, used)
             png = _image_picture(image, rows, _title(path.name, synthetic), direction, synthetic)
             write_bytes(folder / f"{stem}.png", png)

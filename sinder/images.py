@@ -22,7 +22,7 @@ from .atomic import atomic_dir
 from .errors import ImageError
 from .model.archs import PATCH_SIZE
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_SUFFIXES = preprocess.image_suffixes()
 
 # Natural photographs bundled inside the scikit-image wheel (no pooch download needed).
 DEMO_PHOTOS = (

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service import __version__
 from service.api import errors
-from service.api.routes import docs, embeddings, features, health, info, models, v2, visualize
+from service.api.routes import docs, embeddings, features, health, info, models, openai_models, v2, v2_config, visualize
 from service.api.schemas import FeaturesMultipart, FeaturesRequest, VisualizeMultipart, VisualizeRequest
 from service.api.schemas_v2 import V2InferenceRequest
 from service.backends.base import Backend
@@ -81,8 +81,8 @@ def create_app(settings: Settings | None = None, backend_factory: Callable[[Path
                   docs_url=None, redoc_url=None)  # served offline by routes/docs.py
     app.state.service = service
     errors.install(app)
-    for router in (features.router, visualize.router, embeddings.router, models.router, info.router, health.router,
-                   v2.health, v2.router):
+    for router in (features.router, visualize.router, embeddings.router, openai_models.router, models.router, info.router,
+                   health.router, v2.health, v2.router, v2_config.router):
         app.include_router(router)
     docs.install(app)
     app.add_middleware(MetricsMiddleware, get_service=lambda: service)

@@ -13,13 +13,31 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from service.api import compression
 from service.core.errors import BadRequest, ClientGone, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 _LIST_FIELDS = {"outputs"}
+_OFF_LOOP_BYTES = 256 * 1024  # parsing more JSON than this runs in a thread, off the event loop
 
 
 async def read_limited(request: Request, limit: int, reserve: Callable[[int], None] | None = None) -> bytes:
-    """The whole body, refused (413) past ``limit``; ``reserve(n)`` books bytes as they arrive (may raise 429)."""
+    """The whole body, refused (413) past ``limit``; ``reserve(n)`` books bytes as they arrive (may raise 429).
+
+    A body sent with ``Content-Encoding: gzip`` or ``deflate`` comes back inflated, within the same
+    limit, its inflated bytes booked too (service/api/compression.py); another coding is a 415.
+    """
+    applied = compression.codings(request.headers.get("content-encoding"))
+    body = await _read_raw(request, limit, reserve)
+    if not applied:
+        return body
+    # In a thread: a few kB may inflate to the whole limit, tens of milliseconds of CPU.
+    inflated = await run_in_threadpool(compression.inflate, body, applied, limit)
+    if reserve is not None:
+        reserve(len(inflated))
+    return inflated
+
+
+async def _read_raw(request: Request, limit: int, reserve: Callable[[int], None] | None) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
@@ -89,7 +107,7 @@ async def parse(request: Request, *, limit: int, image_field: str | tuple[str, .
         raise BadRequest("request body is empty")
     if is_json:
         # Parsing megabytes of JSON takes a while: keep the event loop free for other requests.
-        parsed = await run_in_threadpool(_parse_json, body, json_model) if len(body) > 256 * 1024 else _parse_json(body, json_model)
+        parsed = await run_in_threadpool(_parse_json, body, json_model) if len(body) > _OFF_LOOP_BYTES else _parse_json(body, json_model)
         images = next((v for v in (getattr(parsed, n) for n in names) if v is not None), [])
         return (images if isinstance(images, list) else [images]), parsed
     return await _parse_multipart(request, body, names, max_files, json_model, form_fields)

@@ -29,6 +29,10 @@ async def require_api_key(request: Request, credentials: HTTPAuthorizationCreden
         return
     if credentials is None or credentials.scheme.lower() != "bearer":
         request.app.state.service.metrics.reject("unauthorized")
+        sent = request.headers.get("authorization", "").strip()
+        scheme = sent.split()[0] if sent else ""
+        if scheme and scheme.lower() != "bearer":
+            raise Unauthorized(f"API key must be sent as 'Authorization: Bearer <key>', not as {scheme[:20]!r} credentials")
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     if not hmac.compare_digest(credentials.credentials.encode(), key.get_secret_value().encode()):
         request.app.state.service.metrics.reject("unauthorized")

@@ -125,4 +125,10 @@ def features_binary(result: feat.FeaturesResult, enc: Encoding) -> tuple[bytes, 
 
 
 def wants_binary(accept: str | None) -> bool:
-    return bool(accept) and BINARY_MEDIA_TYPE in accept.lower()
+    """Whether ``Accept`` lists the binary media type, other than with ``q=0`` ("not acceptable")."""
+    for item in (accept or "").lower().split(","):
+        kind, *params = (p.strip() for p in item.split(";"))
+        if kind == BINARY_MEDIA_TYPE and not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+                                                 for p in params):
+            return True
+    return False

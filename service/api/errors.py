@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.v2.response import error_body
 from service.core import errors as e
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ DESCRIPTIONS = {
     401: "Missing or wrong API key (`Authorization: Bearer <key>`).",
     404: "Unknown model or version.",
     413: "Body, image count or an image's pixel count over the configured limit.",
-    415: "Content type is neither application/json nor multipart/form-data.",
+    415: "Content type is neither application/json nor multipart/form-data, or a Content-Encoding other than gzip or "
+         "deflate.",
     422: "Invalid option, value or `X-Request-Timeout`, or an image that cannot be decoded (`index` names it).",
     424: "The backend failed and would fail again on the same request: the model failed to load (`model_failed`) or "
          "the batch failed in the backend (`inference_failed`). Not worth retrying unchanged.",
@@ -99,14 +101,7 @@ def error_status_headers(exc: e.ServiceError) -> tuple[int, dict]:
     return status, headers
 
 
-def service_error_response(exc: e.ServiceError) -> Response:
-    status, headers = error_status_headers(exc)
-    if status == CLIENT_CLOSED:  # nobody reads this
-        return Response(status_code=CLIENT_CLOSED)
-    return envelope(status, exc.type, exc.message, exc.index, headers)
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, int | None]:
+def validation_message(exc: RequestValidationError) -> tuple[str, int | None]:
     parts, index = [], None
     for err in exc.errors()[:3]:
         loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
@@ -117,22 +112,45 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, int | None]:
     return "; ".join(parts) or "invalid request", index
 
 
+V2_PREFIX = "/v2"
+
+
+def speaks_v2(request: Request) -> bool:
+    """KServe v2 paths answer errors in the protocol's own body, ``{"error": "<message>"}``, which its clients read."""
+    path = request.url.path
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def _answer(request: Request, status: int, type_: str, message: str, index: int | None = None,
+            headers: dict | None = None) -> Response:
+    if speaks_v2(request):
+        return Response(error_body(message), status_code=status, headers=headers, media_type="application/json")
+    return envelope(status, type_, message, index, headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.ServiceError)
     async def _service_error(request: Request, exc: e.ServiceError):
-        return service_error_response(exc)
+        status, headers = error_status_headers(exc)
+        if status == CLIENT_CLOSED:  # nobody reads this
+            return Response(status_code=CLIENT_CLOSED)
+        return _answer(request, status, exc.type, exc.message, exc.index, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        message, index = _validation_message(exc)
-        return envelope(422, "invalid_request", message, index)
+        message, index = validation_message(exc)
+        return _answer(request, 422, "invalid_request", message, index)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         types = {404: "not_found", 405: "method_not_allowed"}
-        return envelope(exc.status_code, types.get(exc.status_code, "http_error"), str(exc.detail), None, exc.headers)
+        message = str(exc.detail)
+        if exc.status_code in (404, 405):  # say which route, and for a v2 client that it is not served here
+            message = f"{message}: {request.method} {request.url.path}"
+        return _answer(request, exc.status_code, types.get(exc.status_code, "http_error"), message, None, exc.headers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return envelope(500, "internal_error", f"internal error ({type(exc).__name__}); this is a bug, please report it")
+        return _answer(request, 500, "internal_error",
+                       f"internal error ({type(exc).__name__}); this is a bug, please report it")

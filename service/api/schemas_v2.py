@@ -14,7 +14,7 @@ class V2Error(BaseModel):
 class V2ServerMetadata(BaseModel):
     name: str
     version: str
-    extensions: list[str] = Field(description="Protocol extensions: binary_tensor_data.")
+    extensions: list[str] = Field(description="Protocol extensions: binary_tensor_data, model_configuration.")
 
 
 class V2ServerLive(BaseModel):
@@ -67,7 +67,7 @@ class V2InferenceRequest(BaseModel):
 
 V2_ERROR_RESPONSES = {
     code: {"model": V2Error, "description": text} for code, text in {
-        400: "Malformed body: invalid JSON header, header length or binary sizes that do not match the body.",
+        400: "Malformed body: invalid JSON header, header length or binary sizes that do not match the body, corrupt gzip.",
         401: "Missing or wrong API key.",
         404: "Unknown model or version.",
         413: "Body, image count or an image's pixel count over the configured limit.",

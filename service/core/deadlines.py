@@ -27,6 +27,10 @@ class Deadline:
     def after(cls, seconds: float) -> "Deadline":
         return cls(time.monotonic() + seconds, seconds)
 
+    def within(self, seconds: float) -> "Deadline":
+        """This deadline, or the one ``seconds`` from the same start when that comes sooner."""
+        return self if seconds >= self.seconds else Deadline(self.started + seconds, seconds)
+
     @property
     def started(self) -> float:
         return self.at - self.seconds

@@ -45,18 +45,21 @@ class Decoder:
                 self._metrics.reject(exc.type)
                 raise
         loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(self._pool, self._prepare_one, raw, i, entry, options) for i, raw in enumerate(images)]
-        self.pending += len(jobs)
+        # One job per decode thread, not per image: as parallel, with fewer thread hand-offs.
+        step = -(-len(images) // self._threads)
+        jobs = [loop.run_in_executor(self._pool, self._prepare_run, images[i:i + step], i, entry, options)
+                for i in range(0, len(images), step)]
+        self.pending += len(images)
         try:
             results = await asyncio.gather(*jobs, return_exceptions=True)
         finally:
-            self.pending -= len(jobs)
-        for result in results:
+            self.pending -= len(images)
+        for result in results:  # in image order: the first failed job holds the lowest bad index
             if isinstance(result, BaseException):
                 if isinstance(result, ServiceError):
                     self._metrics.reject(result.type)
                 raise result
-        return results
+        return [array for run in results for array in run]
 
     async def offload(self, fn: Callable, *args):
         """Run ``fn(*args)`` in the decode pool (CPU work that must not hold up the event loop)."""
@@ -64,6 +67,9 @@ class Decoder:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _prepare_run(self, raws: list[ImageInput], start: int, entry: ModelVersion, options: FeatureOptions) -> list[np.ndarray]:
+        return [self._prepare_one(raw, start + k, entry, options) for k, raw in enumerate(raws)]
 
     def _prepare_one(self, raw: ImageInput, index: int, entry: ModelVersion, options: FeatureOptions) -> np.ndarray:
         start = time.monotonic()

@@ -20,6 +20,7 @@ class FeatureOptions:
     resize: str = "keep_aspect"  # keep_aspect | native | stretch
     short_side: int | None = None
     resolution: tuple[int, int] | None = None
+    one_size: bool = False  # every image must come to one input size (a v2 output is one [B, ...] tensor)
 
 
 @dataclass(frozen=True)

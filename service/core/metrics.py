@@ -8,6 +8,12 @@ prometheus-client keeps every ``sinder_`` value in a per-process file and ``rend
 over the live processes; each gauge says how to combine (queue depths and in-flight add up, the
 ready gauge is the minimum: 1 only when every worker is ready). The ``process_*`` series are then
 the answering worker's own.
+
+``sinder_model_info`` counts processes: each series (model, version, provider, state) is the number
+of service processes in which that model version is in that state on that provider, so summed
+over workers it stays true, and a state a model has left reads 0 in both modes (a multiprocess
+file cannot forget a label set, so the single process keeps them at 0 too: one meaning). A worker
+that falls back to the CPU shows as its own series beside its peers' CUDA one.
 """
 
 from __future__ import annotations
@@ -51,8 +57,10 @@ class Metrics:
         self.batch_failures = Counter(f"{PREFIX}_batch_failures_total", "Batches that failed in the backend.", ["model"], registry=r)
         self.defect_tokens = Histogram(f"{PREFIX}_defect_tokens", "Defective tokens per image.", ["model"],
                                        buckets=DEFECT_BUCKETS, registry=r)
-        self.model_info = Gauge(f"{PREFIX}_model_info", "Loaded models (1 = ready, 0 = not).",
-                                ["model", "version", "provider", "state"], registry=r, multiprocess_mode="livemin")
+        self.model_info = Gauge(f"{PREFIX}_model_info",
+                                "Service processes with this model version in this state (pending, loading, ready, "
+                                "failed) on this provider; 0: none now.",
+                                ["model", "version", "provider", "state"], registry=r, multiprocess_mode="livesum")
         self.ready = Gauge(f"{PREFIX}_ready", "1 when the service is ready.", registry=r, multiprocess_mode="livemin")
         self.inflight = Gauge(f"{PREFIX}_inflight_requests", "Requests being served now.", registry=r,
                               multiprocess_mode="livesum")
@@ -61,17 +69,13 @@ class Metrics:
     def reject(self, reason: str, count: int = 1) -> None:
         self.rejections.labels(reason).inc(count)
 
-    def set_model_info(self, rows: list[tuple[tuple[str, ...], float]]) -> None:
-        """One series per model version with its current state; a state left behind drops out (0 across workers)."""
-        current = {labels for labels, _ in rows}
-        if multiprocess():  # label sets cannot be removed there: a state left behind reads 0
-            for labels in self._model_info_seen - current:
-                self.model_info.labels(*labels).set(0)
-        else:
-            self.model_info.clear()
-        self._model_info_seen |= current
-        for labels, value in rows:
-            self.model_info.labels(*labels).set(value)
+    def set_model_info(self, current: list[tuple[str, str, str, str]]) -> None:
+        """This process's model versions as (model, version, provider, state): each 1, every label set left behind 0."""
+        for labels in self._model_info_seen - set(current):
+            self.model_info.labels(*labels).set(0)
+        self._model_info_seen |= set(current)
+        for labels in current:
+            self.model_info.labels(*labels).set(1)
 
     def render(self) -> bytes:
         if multiprocess():

@@ -30,9 +30,7 @@ class Pictures:
         for model, (result,) in zip(models, ran.results):
             o = result.outputs
             manifest = model.manifest
-            kind = manifest.variant.kind
-            role = {"original": "original", "sinder": "repaired (SINDER)"}.get(kind, kind)
-            label = f"{model.key}, {role} ({model.provider})"
+            label = viz.row_label(manifest.variant.kind, model.key, model.provider)
             # Numbers from the generated demo weights must never pass for a real model's: the picture says so.
             rows.append(viz.Row(label, array, o["patch_tokens"], o["token_norms"], o["defect_mask"],
                                 synthetic=manifest.synthetic, threshold_std=manifest.defect.threshold_std))

@@ -58,6 +58,8 @@ class Pipeline:
             start = time.monotonic()
             arrays = await self._decoder.prepare(images, models[0], options)
             decode_s = time.monotonic() - start
+            if options.one_size:
+                _check_one_size(arrays)
             futures = self._submit(models, arrays, deadline)
         try:
             flat = await wait_all([f for per_model in futures for f in per_model], deadline, disconnected)
@@ -90,3 +92,14 @@ class Pipeline:
                     fut.cancel()
             raise
         return futures
+
+
+def _check_one_size(arrays: list[np.ndarray]) -> None:
+    """Refuse, before any inference, images that came to different input sizes (naming the first two)."""
+    first = arrays[0].shape[:2]
+    for i, array in enumerate(arrays[1:], start=1):
+        if array.shape[:2] != first:
+            raise InvalidInput(
+                f"images 0 and {i} come to different input sizes ({first[0]}x{first[1]} and {array.shape[0]}x"
+                f"{array.shape[1]}: different aspect ratios); this request answers with one [B, ...] tensor, so its "
+                "images need one size: send them in separate requests, or as pixels of one size", index=i)

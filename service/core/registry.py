@@ -256,5 +256,4 @@ class ModelRegistry:
     def _update_info(self) -> None:
         if self._metrics is None:
             return
-        self._metrics.set_model_info([((e.name, str(e.version), e.provider or "none", e.state), 1 if e.state == "ready" else 0)
-                                      for e in self.versions])
+        self._metrics.set_model_info([(e.name, str(e.version), e.provider or "none", e.state) for e in self.versions])

@@ -136,3 +136,24 @@ def test_targets_given_as_text(target, ratio, expected):
 def test_target_note_is_shown():
     text = report.render(MACHINE, "cmd", [_fig(target=">= 1.5 with mean cosine >= 0.99", ratio=summary([2.0]))], "t", 1.0)
     assert ">= 1.500 (with mean cosine >= 0.99)" in text
+
+
+def test_kept_figures_carry_the_run_they_came_from(tmp_path):
+    earlier = {"command": "python -m bench", "started": "2026-11-30 10:00 UTC", "figures": [
+        {"section": "Offline tool", "name": "repair iteration vs forward+backward", "ratio": summary([1.3])},
+        {"section": "Offline tool", "name": "defect directions of every layer, vits14", "note": "weights only"},
+        {"section": "Front end", "name": "service CPU per image", "bench_section": "frontend"},
+    ]}
+    path = tmp_path / "benchmarks.json"
+    path.write_text(json.dumps(earlier))
+    kept, note = report.kept_figures(path, {"repair", "analysis"})
+    assert [f["bench_section"] for f in kept] == ["repair", "analysis"]
+    assert all(f["run"]["started"] == "2026-11-30 10:00 UTC" for f in kept)
+    assert kept[1]["note"].startswith("weights only") and "earlier run" in kept[1]["note"]
+    assert "python -m bench" in note
+    # kept again by a later run: the note is not repeated and the original run stays
+    path.write_text(json.dumps({"command": "python -m bench --only frontend --keep", "started": "later", "figures": kept}))
+    again, _ = report.kept_figures(path, {"repair", "analysis"})
+    assert again[0]["run"]["started"] == "2026-11-30 10:00 UTC" and again[0]["note"].count("earlier run") == 1
+    assert again[1]["note"] == kept[1]["note"]
+    assert report.kept_figures(tmp_path / "missing.json", {"repair"}) == ([], None)

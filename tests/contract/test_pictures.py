@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from contract import pictures as viz
@@ -17,7 +18,7 @@ def _row(norms: np.ndarray, mask: np.ndarray | None = None, synthetic: bool = Fa
     h, w = norms.shape
     image = np.full((h * 14, w * 14, 3), 128, np.uint8)  # grey: no pixel of it looks like an outline or a note
     tokens = np.random.default_rng(0).normal(size=(h, w, 8)).astype(np.float32)
-    return viz.Row("m:1, original (CPUExecutionProvider)", image, tokens, norms,
+    return viz.Row(viz.row_label("original", "m:1", "CPUExecutionProvider"), image, tokens, norms,
                    np.zeros((h, w), bool) if mask is None else mask, synthetic)
 
 
@@ -69,3 +70,14 @@ def test_fonts_are_readable_sizes():
     for font, least in ((title, 12), (small, 10)):
         top, bottom = font.getbbox("H")[1::2]
         assert bottom - top >= least  # Pillow's old bitmap default was 8 px tall
+
+
+@pytest.mark.parametrize(("kind", "provider", "label"), [
+    ("original", "CPUExecutionProvider", "original (m:1, on CPU)"),
+    ("sinder", "CUDAExecutionProvider", "SINDER repair (m:1, on CUDA)"),
+    ("ttr", "TensorrtExecutionProvider", "test-time registers (m:1, on TensorRT)"),
+    ("ttr", "ROCMExecutionProvider", "test-time registers (m:1, on ROCM)"),
+    ("future_kind", None, "future_kind (m:1)"),
+])
+def test_row_labels_name_the_variant_then_model_and_provider_in_one_bracket(kind, provider, label):
+    assert viz.row_label(kind, "m:1", provider) == label

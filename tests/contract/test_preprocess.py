@@ -96,3 +96,13 @@ def test_normalise_is_what_the_graph_does():
 def test_resize_bounds_are_validated():
     with pytest.raises(ValueError, match="min_side <= short_side"):
         pre.Resize(short_side=20, min_side=56)
+
+
+def test_only_raster_image_formats_are_read_and_the_error_lists_them():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(ImageError, match="accepted: JPEG, PNG"):
+        pre.decode(eps)  # Pillow's EPS reader would hand the file to Ghostscript
+    grey = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    assert pre.decode(encode(grey, "PPM")).shape == (3, 4, 3)
+    assert {".jpg", ".jpeg", ".png", ".webp", ".tif", ".pgm", ".mpo"} <= set(pre.image_suffixes())
+    assert ".eps" not in pre.image_suffixes()

@@ -261,7 +261,11 @@ def test_the_proxy_spreads_requests_over_every_replica(compose):
     assert _nginx(conf, "listen") == [published.rsplit(":", 1)[1]]
     # a variable upstream is resolved again at run time (new replicas); a literal one only at start
     (upstream,) = _nginx(conf, "set \\$sinder")
-    assert upstream == f"http://sinder:{_service_port(compose['services']['service'])}"
+    host, port = re.fullmatch(r"http://([\w.-]+):(\d+)", upstream).groups()
+    for variant in VARIANTS:  # either profile's replicas answer at the proxy's upstream name and port
+        svc = compose["services"][variant]
+        assert host in svc["networks"]["default"]["aliases"], (variant, host)
+        assert int(port) == _service_port(svc), (variant, port)
     assert _nginx(conf, "proxy_pass") == ["$sinder"]
     assert _nginx(conf, "resolver")[0].startswith("127.0.0.11 valid=")  # Docker's embedded DNS
     size = _nginx(conf, "client_max_body_size")[0]

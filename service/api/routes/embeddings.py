@@ -22,7 +22,7 @@ from service.api.errors import error_responses
 from service.api.schemas import parse_model_ref
 from service.core import features as feat
 from service.core.deadlines import Deadline
-from service.core.errors import InvalidInput, UnsupportedMediaType
+from service.core.errors import BadRequest, InvalidImage, InvalidInput, UnsupportedMediaType
 from service.core.registry import ModelVersion
 from service.core.service import FeatureService
 
@@ -53,6 +53,11 @@ class EmbeddingsRequest(BaseModel):
         "cls", description="`cls`: the CLS token (DINOv2's image-level embedding, default); `mean`: the mean of the "
                            "patch tokens, i.e. `pooled` of /features (a summary of the dense features).")
     normalize: bool = Field(True, description="Scale each embedding to unit L2 length, as OpenAI's are.")
+
+    @field_validator("encoding_format", mode="before")
+    @classmethod
+    def _null_is_default(cls, value):
+        return "float" if value is None else value  # the API's default; some clients write unset options as null
 
     @field_validator("input", mode="before")
     @classmethod
@@ -88,6 +93,15 @@ def _check_inputs(images: list[str]) -> None:
         if _URL.match(item) and not item.lstrip().lower().startswith("data:"):
             raise InvalidInput(f"input {i}: image URLs are not fetched by this service; send the image itself as a "
                                "data URI (data:image/jpeg;base64,...) or a base64 string", index=i)
+
+
+def _images_only(exc: BadRequest | InvalidImage, images: list[str]) -> BadRequest | InvalidImage:
+    """The error of an input that is no image, saying what this route takes: OpenAI clients send text here."""
+    i = exc.index
+    if i is None or not 0 <= i < len(images) or images[i].lstrip()[:5].lower() == "data:":
+        return exc
+    return type(exc)(f"{exc.message}; /v1/embeddings embeds images only (a data:image/...;base64 URI or the base64 "
+                     "of an image file), not text", index=i)
 
 
 def _check_dimensions(requested: int | None, dims: int, model: str) -> None:
@@ -152,7 +166,10 @@ async def embeddings(request: Request, service: FeatureService = Depends(get_ser
         if dims is not None:
             _check_dimensions(parsed.dimensions, dims, entry.key)
         options = feat.FeatureOptions(outputs=("cls" if parsed.pooling == "cls" else "pooled",))
-        result = await service.features(images, entry, options, deadline, lambda: wait_disconnect(request))
+        try:
+            result = await service.features(images, entry, options, deadline, lambda: wait_disconnect(request))
+        except (BadRequest, InvalidImage) as exc:
+            raise _images_only(exc, images) from None
     data, tokens = [], 0
     for i, item in enumerate(result.items):
         vector = _vector(item.outputs, parsed.pooling)

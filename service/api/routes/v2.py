@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from service import __version__
 from service.api.body import read_limited
 from service.api.deps import get_service, request_deadline, require_api_key, wait_disconnect
-from service.api.errors import CLIENT_CLOSED, error_status_headers
+from service.api.errors import CLIENT_CLOSED, error_status_headers, validation_message
 from service.api.schemas_v2 import (V2_ERROR_RESPONSES, V2_INFER_BODY, V2ModelMetadata, V2ModelReady, V2ServerLive,
                                     V2ServerMetadata, V2ServerReady, V2Tensor)
 from service.api.v2 import request as v2req
@@ -26,7 +26,7 @@ from service.core.errors import ModelNotFound, ServiceError
 from service.core.registry import ModelVersion
 from service.core.service import FeatureService
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration"]  # the second: routes/v2_config.py
 _OFF_LOOP_BYTES = 4 * 1024 * 1024  # answers larger than this are encoded in a thread
 
 
@@ -49,7 +49,7 @@ class V2Route(APIRoute):
             except ServiceError as exc:
                 return protocol_error(exc)
             except RequestValidationError as exc:
-                return Response(v2resp.error_body(f"invalid request: {exc.errors()[:1]}"), status_code=422,
+                return Response(v2resp.error_body(validation_message(exc)[0]), status_code=422,
                                 media_type="application/json")
 
         return route
@@ -163,7 +163,8 @@ _INFER_DOC = dict(
         "decoded and resized exactly as `POST /features` does (binary elements are raw files; JSON elements are "
         "base64 text). Outputs: every graph output plus `pooled` (mean patch token); only those listed in `outputs` "
         "are computed into the answer (all when none is listed). Request parameter `output_datatype`: `FP32` "
-        "(default) or `FP16` for float outputs. Binary data (Triton's extension) with `binary_data_size`, "
+        "(default) or `FP16` for float outputs; `timeout` (microseconds, as tritonclient sends it) shortens the "
+        "request's deadline as `X-Request-Timeout` does. Binary data (Triton's extension) with `binary_data_size`, "
         "`binary_data` and `binary_data_output`."
     ),
 )
@@ -174,15 +175,17 @@ async def _infer(request: Request, service: FeatureService, deadline: Deadline, 
         entry = service.resolve(name, _version(version))
         body = await read_limited(request, service.settings.max_body_bytes, ticket.reserve)
         parsed = v2req.parse(body, request.headers.get(v2req.HEADER_LENGTH))
+        if parsed.timeout_s is not None:
+            deadline = deadline.within(parsed.timeout_s)
         wanted = v2resp.select(parsed, entry.output_names)
         images = v2req.images_input(parsed)
         # Pixels go to the batcher as they are (views into the body); files are decoded and resized as /features does.
-        result = await service.features(list(images), entry, feat.FeatureOptions(), deadline, lambda: wait_disconnect(request))
+        result = await service.features(list(images), entry, feat.FeatureOptions(one_size=True), deadline,
+                                        lambda: wait_disconnect(request))
         per_image = [item.outputs for item in result.items]
 
-        def build() -> tuple[bytes, int | None]:
-            tensors = [(o.name, v2resp.gather(per_image, o.name, parsed.output_datatype), o.binary) for o in wanted]
-            return v2resp.encode(entry.name, entry.version, parsed.id, tensors)
+        def build() -> tuple[bytes | memoryview, int | None]:
+            return v2resp.encode(entry.name, entry.version, parsed.id, v2resp.outputs(per_image, wanted, parsed.output_datatype))
 
         size = sum(np.asarray(v).nbytes for v in per_image[0].values()) * len(per_image)
         content, header_length = await service.offload(build) if size > _OFF_LOOP_BYTES else build()

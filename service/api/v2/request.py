@@ -43,10 +43,11 @@ class RequestedOutput:
 class InferRequest:
     id: str | None
     inputs: list[Tensor]
-    outputs: list[RequestedOutput] | None  # None: every output
+    outputs: list[RequestedOutput] | None  # None: every output (also for an empty list, as Triton does)
     binary_output: bool  # ``binary_data_output``: the default for outputs not listed with ``binary_data``
     output_datatype: str = "FP32"
     parameters: dict = field(default_factory=dict)
+    timeout_s: float | None = None  # Triton's ``timeout`` parameter (microseconds), in seconds
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memoryview]:
@@ -70,7 +71,9 @@ def _object(value, where: str) -> dict:
 
 
 def _parameters(item: dict, where: str) -> dict:
-    return _object(item.get("parameters", {}), f"{where}.parameters")
+    # null is "none given": clients built on pydantic models (MLServer's types, for one) write unset fields as null
+    value = item.get("parameters")
+    return {} if value is None else _object(value, f"{where}.parameters")
 
 
 def _shape(value, where: str) -> tuple[int, ...]:
@@ -97,6 +100,18 @@ def _flag(params: dict, key: str, where: str) -> bool | None:
     return value
 
 
+# Triton extensions a client may ask for that this server does not offer: refused by name, since ignoring
+# them would answer something else than asked (a float tensor for top-k labels, the body for a memory region).
+_UNSUPPORTED = {"shared_memory_region": "shared memory", "classification": "the classification extension"}
+
+
+def _refuse_unsupported(params: dict, where: str) -> None:
+    for key, what in _UNSUPPORTED.items():
+        if params.get(key) not in (None, 0):
+            raise InvalidInput(f"{where}.parameters.{key}: {what} is not supported by this server; "
+                               "send and receive tensors in the body")
+
+
 def parse(body: bytes, header_length: str | None) -> InferRequest:
     """The request, with each binary input's bytes located in the body; 400/422 naming what is wrong."""
     header, binary = split_body(body, header_length)
@@ -120,7 +135,9 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(name, str) or not isinstance(datatype, str):
             raise InvalidInput(f"{where} needs a string name and datatype")
         shape = _shape(item.get("shape"), where)
-        size = _binary_size(_parameters(item, where), where)
+        input_params = _parameters(item, where)
+        _refuse_unsupported(input_params, where)
+        size = _binary_size(input_params, where)
         if size is None:
             if "data" not in item:
                 raise InvalidInput(f"input {name!r} has neither data nor parameters.binary_data_size")
@@ -135,12 +152,22 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
         raise BadRequest(f"the body has {len(binary)} bytes after the JSON header but the inputs' binary_data_size "
                          f"add up to {offset}")
     return InferRequest(request_id, inputs, _outputs(doc), bool(_flag(params, "binary_data_output", "request")),
-                        _output_datatype(params), params)
+                        _output_datatype(params), params, _timeout_s(params))
+
+
+def _timeout_s(params: dict) -> float | None:
+    """``parameters.timeout`` as tritonclient sends it (``infer(..., timeout=...)``): microseconds."""
+    value = params.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(f"parameters.timeout must be a positive integer of microseconds, not {value!r}")
+    return value / 1e6
 
 
 def _outputs(doc: dict) -> list[RequestedOutput] | None:
     raw = doc.get("outputs")
-    if raw is None:
+    if raw is None or raw == []:  # as Triton does: no output requested means every output
         return None
     if not isinstance(raw, list):
         raise InvalidInput("outputs must be a list")
@@ -149,7 +176,9 @@ def _outputs(doc: dict) -> list[RequestedOutput] | None:
         item = _object(item, f"outputs[{i}]")
         if not isinstance(item.get("name"), str):
             raise InvalidInput(f"outputs[{i}] needs a string name")
-        binary = _flag(_parameters(item, f"outputs[{i}]"), "binary_data", f"outputs[{i}]")
+        output_params = _parameters(item, f"outputs[{i}]")
+        _refuse_unsupported(output_params, f"outputs[{i}]")
+        binary = _flag(output_params, "binary_data", f"outputs[{i}]")
         out.append(RequestedOutput(item["name"], binary))
     return out
 

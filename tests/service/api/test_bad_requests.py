@@ -211,3 +211,17 @@ def test_unknown_route_and_method_use_the_envelope(client):
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
     wrong = client.get("/features")
     assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "method_not_allowed"
+
+
+def test_api_key_errors_say_what_was_wrong(make_client):
+    client = make_client(api_key="s3cret")
+    body = {"images": [b64(GOOD)], "model": "tiny", "outputs": ["cls"]}
+    for headers, message in (({}, "missing API key"), ({"Authorization": "Bearer"}, "missing API key"),
+                             ({"Authorization": "Basic dXNlcjpzM2NyZXQ="}, "not as 'Basic' credentials"),
+                             ({"Authorization": "Bearer s3cre"}, "wrong API key")):
+        response = client.post("/features", json=body, headers=headers)
+        assert response.status_code == 401 and message in response.json()["error"]["message"], headers
+    assert client.post("/features", json=body, headers={"Authorization": "bearer s3cret"}).status_code == 200
+    for path in ("/v1/models", "/v2/models/tiny/config"):  # the new routes need the key too
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -100,3 +100,27 @@ def test_visualize_takes_the_same_admission_path_as_features(tiny_repo):
     refused, drawn = asyncio.run(serving(app, work))
     assert refused.status_code == 429 and refused.headers["content-type"].startswith("application/json")
     assert drawn.status_code == 200 and drawn.headers["content-type"] == "image/png"
+
+
+def test_v2_timeout_parameter_in_microseconds_shortens_the_deadline(tiny_repo):
+    backend = FakeBackend(delay_s=DELAY_S)
+    app = make_app(tiny_repo, backend)
+    pixels = {"name": "images", "datatype": "UINT8", "shape": [1, 56, 56, 3], "data": [0] * (56 * 56 * 3)}
+
+    def infer(timeout):
+        parameters = {} if timeout is None else {"timeout": timeout}
+        return {"inputs": [pixels], "parameters": parameters}
+
+    async def work(c):
+        ahead = [asyncio.create_task(c.post("/features", json=body(i))) for i in range(8)]  # ~0.8 s of work
+        await asyncio.sleep(0.05)
+        short = await c.post("/v2/models/tiny/infer", json=infer(100_000))  # 0.1 s
+        bad = await c.post("/v2/models/tiny/infer", json=infer("soon"))
+        await asyncio.gather(*ahead)
+        enough = await c.post("/v2/models/tiny/infer", json=infer(3_000_000))
+        return short, bad, enough
+
+    short, bad, enough = asyncio.run(serving(app, work))
+    assert short.status_code == 429 and "deadline" in short.json()["error"]
+    assert bad.status_code == 422 and "parameters.timeout" in bad.json()["error"]
+    assert enough.status_code == 200

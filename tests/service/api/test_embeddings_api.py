@@ -166,3 +166,52 @@ def test_openapi_documents_the_request_and_the_pooling_choice():
     assert request["pooling"]["enum"] == ["cls", "mean"] and request["encoding_format"]["enum"] == ["float", "base64"]
     visualize = spec["components"]["schemas"]["VisualizeRequest"]["properties"]
     assert {"image", "images"} <= set(visualize)
+
+
+def test_openai_client_lists_and_retrieves_the_models(oai):
+    listed = oai.models.list()
+    ids = [m.id for m in listed.data]
+    assert ids == ["tiny:1", "tiny_reg:1", "tiny_sinder:1"]
+    assert all(m.object == "model" and m.owned_by == "sinder" and m.created > 0 for m in listed.data)
+    assert oai.models.retrieve("tiny").id == "tiny:1" and oai.models.retrieve("tiny_sinder:1").id == "tiny_sinder:1"
+    with pytest.raises(openai.NotFoundError):
+        oai.models.retrieve("nope")
+
+
+def test_models_need_the_api_key(server):
+    import httpx
+
+    assert httpx.get(server[0] + "/v1/models").status_code == 401
+
+
+def test_null_options_are_the_defaults_and_the_user_field_is_accepted(server, images):
+    import httpx
+
+    body = {"model": "tiny:1", "input": [data_uri(images[0])], "encoding_format": None, "dimensions": None, "user": "u-1"}
+    answer = httpx.post(server[0] + "/v1/embeddings", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=20)
+    assert answer.status_code == 200, answer.text
+    assert isinstance(answer.json()["data"][0]["embedding"], list)  # float, the API's default
+
+
+@pytest.mark.parametrize("text", ["a photo of a cat", "hello"])
+def test_text_input_is_refused_saying_that_only_images_are_embedded(oai, text):
+    with pytest.raises((openai.BadRequestError, openai.UnprocessableEntityError)) as err:
+        oai.embeddings.create(model="tiny:1", input=[text])
+    assert err.value.body["index"] == 0 and "embeds images only" in err.value.body["message"]
+
+
+def test_async_openai_client_gets_the_same_embeddings(server, oai, images):
+    import asyncio
+
+    uris = [data_uri(a) for a in images]
+
+    async def embed():
+        async with openai.AsyncOpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0, timeout=20) as client:
+            return await asyncio.gather(client.embeddings.create(model="tiny:1", input=uris),
+                                        client.embeddings.create(model="tiny:1", input=uris, encoding_format="float"))
+
+    packed, floats = asyncio.run(embed())
+    expected = oai.embeddings.create(model="tiny:1", input=uris)
+    for a, b, c in zip(packed.data, floats.data, expected.data):
+        np.testing.assert_allclose(a.embedding, c.embedding, rtol=1e-6)
+        np.testing.assert_allclose(b.embedding, c.embedding, rtol=1e-6, atol=1e-7)

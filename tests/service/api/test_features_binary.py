@@ -45,3 +45,17 @@ def test_json_stays_the_default_and_errors_stay_json(client):
     assert ok.headers["content-type"].startswith("application/json")
     bad = client.post("/features", json={"images": ["@@"]}, headers={"Accept": BINARY_MEDIA_TYPE})
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "bad_request"
+
+
+@pytest.mark.parametrize("accept, binary", [
+    (BINARY_MEDIA_TYPE, True),
+    (f"application/json;q=0.5, {BINARY_MEDIA_TYPE}", True),
+    (f"{BINARY_MEDIA_TYPE}; q=0, application/json", False),  # q=0: "not acceptable"
+    ("*/*", False),
+    ("application/json", False),
+])
+def test_accept_negotiates_the_binary_answer(client, accept, binary):
+    body = {"images": [b64(png(noise(56, 56)))], "model": "tiny", "outputs": ["cls"]}
+    resp = client.post("/features", json=body, headers={"Accept": accept})
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith(BINARY_MEDIA_TYPE if binary else "application/json")

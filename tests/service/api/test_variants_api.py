@@ -50,3 +50,17 @@ def test_model_detail_lists_the_family_in_drawing_order(make_client, family_repo
     original = client.get("/models/tiny").json()
     assert [v["name"] for v in original["variants"]] == ["tiny", "tiny_sinder", "tiny_ttr"]
     assert [v["name"] for v in client.get("/models/tiny_reg").json()["variants"]] == ["tiny_reg"]
+
+
+def test_each_row_is_labelled_by_its_variant_model_and_provider(make_client, family_repo, monkeypatch):
+    """One bracket per label: the variant's name, then the model and where it ran."""
+    from contract import pictures
+
+    drawn = []
+    render = pictures.render
+    monkeypatch.setattr(pictures, "render", lambda rows, *a: drawn.extend(rows) or render(rows, *a))
+    client = make_client(family_repo)
+    image = b64(png(grey_with_patch(56, 84, at=(1, 2))))
+    assert client.post("/visualize", json={"image": image, "model": "tiny", "resize": "native"}).status_code == 200
+    assert [row.label for row in drawn] == [
+        "original (tiny:1, on CPU)", "SINDER repair (tiny_sinder:1, on CPU)", "test-time registers (tiny_ttr:1, on CPU)"]

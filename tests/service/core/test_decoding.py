@@ -46,3 +46,19 @@ def test_the_lowest_bad_index_fails_the_request_and_raw_pixels_are_checked(tmp_p
     assert err.value.index == 1 and "multiple of 14" in err.value.message
     assert decoder.pending == 0
     decoder.shutdown()
+
+
+def test_images_are_decoded_in_runs_one_per_thread_and_the_lowest_bad_index_still_wins(tmp_path):
+    decoder = Decoder(Settings(model_repo=tmp_path, decode_threads=2), Metrics())
+    good = png(np.zeros((28, 28, 3), np.uint8))
+    for images, bad in (([good, good, b"x", good, b"y"], 2), ([good, good, good, b"x", b"y"], 3),
+                        ([good, good, good, good, b"y"], 4), ([b"x", good, good, good, b"y"], 0)):
+        with pytest.raises(InvalidImage) as err:
+            asyncio.run(decoder.prepare(images, model(tmp_path), FeatureOptions()))
+        assert err.value.index == bad
+    seen = []
+    original = decoder._prepare_run
+    decoder._prepare_run = lambda raws, start, *a: seen.append((start, len(raws))) or original(raws, start, *a)
+    arrays = asyncio.run(decoder.prepare([good] * 5, model(tmp_path), FeatureOptions()))
+    assert len(arrays) == 5 and sorted(seen) == [(0, 3), (3, 2)]
+    decoder.shutdown()

@@ -81,21 +81,28 @@ def test_outputs_selection_defaults_and_binary_flags():
 def test_encode_binary_and_json_outputs():
     tokens = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     mask = np.array([[True, False]])
-    body, header_length = v2resp.encode("m", 3, "req-1", [("patch_tokens", tokens.astype(np.float16), True),
-                                                           ("defect_mask", mask, False)])
+    per_image = [{"patch_tokens": t, "defect_mask": m} for t, m in zip(tokens, [mask[0], mask[0]])]
+    wanted = [v2req.RequestedOutput("patch_tokens", True), v2req.RequestedOutput("defect_mask", False)]
+    body, header_length = v2resp.encode("m", 3, "req-1", v2resp.outputs(per_image, wanted, "FP16"))
+    body = bytes(body)
     header = json.loads(body[:header_length])
     assert header["id"] == "req-1" and header["model_version"] == "3"
     first, second = header["outputs"]
     assert first["datatype"] == "FP16" and first["parameters"]["binary_data_size"] == tokens.size * 2
     np.testing.assert_array_equal(np.frombuffer(body[header_length:], "<f2").reshape(2, 3, 4), tokens)
-    assert second["data"] == [True, False] and second["shape"] == [1, 2]
-    only_json, none = v2resp.encode("m", 1, None, [("x", np.array([np.nan, 1.0], np.float32), False)])
+    assert second["data"] == [True, False, True, False] and second["shape"] == [2, 2]
+    nan = v2resp.outputs([{"x": np.array([np.nan, 1.0], np.float32)}], [v2req.RequestedOutput("x", False)], "FP32")
+    only_json, none = v2resp.encode("m", 1, None, nan)
     assert none is None and json.loads(only_json)["outputs"][0]["data"] == [None, 1.0]
 
 
 def test_gather_casts_in_the_copy_and_pools_in_float32():
     per_image = [{"patch_tokens": np.full((2, 2, 3), i, np.float32), "defect_mask": np.zeros((2, 2), bool)} for i in range(3)]
-    tokens = v2resp.gather(per_image, "patch_tokens", "FP16")
+
+    def one(name: str, datatype: str) -> np.ndarray:
+        return v2resp.gather(v2resp.outputs(per_image, [v2req.RequestedOutput(name, True)], datatype)[0])
+
+    tokens = one("patch_tokens", "FP16")
     assert tokens.dtype == np.float16 and tokens.shape == (3, 2, 2, 3)
-    assert v2resp.gather(per_image, "defect_mask", "FP16").dtype == np.bool_
-    np.testing.assert_array_equal(v2resp.gather(per_image, "pooled", "FP32")[:, 0], [0.0, 1.0, 2.0])
+    assert one("defect_mask", "FP16").dtype == np.bool_
+    np.testing.assert_array_equal(one("pooled", "FP32")[:, 0], [0.0, 1.0, 2.0])
