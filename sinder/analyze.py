@@ -195,6 +195,26 @@ def _report(loaded: LoadedModel, repaired: LoadedModel | None, compute, syntheti
     return report
 
 
+def _measure(loaded: LoadedModel, repaired: LoadedModel | None, images, names: list[str],
+             predicted: torch.Tensor, direction: str, progress: bool):
+    """(before, after or None, the direction choice): both models' statistics along the directions
+    in use, with the CLS token's attention to high-norm tokens."""
+    before = measure_layers(loaded.model, images, predicted, names=names, progress=progress, keep_last_tokens=True)
+    choice = choose_directions(predicted, before["observations"], direction)
+    if choice.used == "observed":  # the figures along the directions in use
+        before = measure_layers(loaded.model, images, choice.directions, names=names, progress=progress,
+                                keep_last_tokens=True)
+    # Both models summarised over the blocks after the original's first defect layer.
+    first = before["first_defect_layer"]
+    before["cls_attention"] = cls_attention_report(loaded, images, first)
+    after = None
+    if repaired is not None:
+        after = measure_layers(repaired.model, images, choice.directions, names=names, progress=progress,
+                               keep_last_tokens=True)
+        after["cls_attention"] = cls_attention_report(repaired, images, first)
+    return before, after, choice
+
+
 def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, resolution: int = 224,
                  repaired: LoadedModel | None = None, progress: bool = True, compute=None,
                  direction: str = "auto") -> dict:
@@ -227,21 +247,8 @@ def run_analysis(loaded: LoadedModel, image_paths: list[Path], out_dir: Path, re
     predicted = directions_of(loaded)
     summary = predicted.summary()
     with compute.autocast():
-        before = measure_layers(loaded.model, images, predicted.vectors, names=names, progress=progress,
-                                keep_last_tokens=True)
-        choice = choose_directions(predicted.vectors, before["observations"], direction)
-        directions = choice.directions
-        if choice.used == "observed":  # the figures along the directions in use
-            before = measure_layers(loaded.model, images, directions, names=names, progress=progress,
-                                    keep_last_tokens=True)
-        # Both models summarised over the blocks after the original's first defect layer.
-        first = before["first_defect_layer"]
-        before["cls_attention"] = cls_attention_report(loaded, images, first)
-        after = None
-        if repaired is not None:
-            after = measure_layers(repaired.model, images, directions, names=names, progress=progress,
-                                   keep_last_tokens=True)
-            after["cls_attention"] = cls_attention_report(repaired, images, first)
+        before, after, choice = _measure(loaded, repaired, images, names, predicted.vectors, direction, progress)
+    directions = choice.directions
 
     out_dir.mkdir(parents=True, exist_ok=True)
     picture_names = _write_pictures(out_dir, image_paths, images, loaded, before, after, directions[-1],
