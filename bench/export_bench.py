@@ -2,7 +2,7 @@
 the runtime's model GFLOP/s against numpy's float32 matmul rate, and the int8 variant.
 
 ``run(repeats)`` returns ``{"figures": [...], "raw": {...}}``; every pair of numbers in a figure
-was measured side by side (alternating) in the same repeat. The weights are the synthetic demo
+was measured side by side in the same repeat, the variants taking short turns (``_interleaved_rates``). The weights are the synthetic demo
 model (ViT-S/14 shape, generated from a seed): the figures are about speed, not features.
 """
 
@@ -52,6 +52,26 @@ def _rate(fn, n_images: int, seconds: float) -> float:
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return calls * n_images / elapsed
+
+
+def _interleaved_rates(fns: dict, n_images: int, seconds: float, slice_s: float = 0.25) -> dict[str, float]:
+    """Images/s of each of ``fns``, timed in short turns one after another for ``seconds`` each, so that a
+    change in the machine's load falls on every variant alike rather than on whichever ran then."""
+    calls = dict.fromkeys(fns, 0)
+    spent = dict.fromkeys(fns, 0.0)
+    for fn in fns.values():
+        fn()  # warm-up
+    while min(spent.values()) < seconds:
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            while True:
+                fn()
+                calls[key] += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= slice_s:
+                    break
+            spent[key] += elapsed
+    return {k: calls[k] * n_images / spent[k] for k in fns}
 
 
 def matmul_gflops(n: int, seconds: float) -> float:
@@ -123,10 +143,11 @@ def run(repeats: int = 3, seconds: float = SECONDS) -> dict:
         images_t = torch.from_numpy(images)
         feed = {"images": images}
         rates = {k: [] for k in ("eager", "fp32", "fp32_opset23", "int8", "int8_all", "numpy")}
+        fns = {"eager": lambda: eager(images_t)} | {
+            k: (lambda s=sessions[k]: s.run(None, feed)) for k in ("fp32", "fp32_opset23", "int8", "int8_all")}
         for _ in range(repeats):
-            rates["eager"].append(_rate(lambda: eager(images_t), b, seconds))
-            for k in ("fp32", "fp32_opset23", "int8", "int8_all"):
-                rates[k].append(_rate(lambda s=sessions[k]: s.run(None, feed), b, seconds))
+            for k, rate in _interleaved_rates(fns, b, seconds).items():
+                rates[k].append(rate)
             rates["numpy"].append(matmul_gflops(1024, seconds / 2))
         outs = {k: sessions[k].run(["patch_tokens"], feed)[0] for k in ("fp32", "int8", "int8_all")}
         with torch.inference_mode():
