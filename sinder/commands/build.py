@@ -19,11 +19,12 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="fill a model repository with a model before and after repair (idempotent)",
         description=(
             "Export the model as NAME, analyse it, repair it with SINDER, analyse before/after and export the "
-            "repaired model as NAME_sinder (version 1 each), reports in MODEL_REPO/NAME/reports/ "
+            "repaired model as NAME_sinder, find its test-time registers and export them as NAME_ttr (version 1 "
+            "each), with the comparison of the three; reports in MODEL_REPO/NAME/reports/ "
             "(not a version, so Triton ignores it). Steps whose "
             "output is already complete are reused; --force redoes them. --demo builds the synthetic planted demo "
-            "model as dinov2_demo / dinov2_demo_sinder, --demo entangled the entangled one as "
-            "dinov2_demo_entangled / dinov2_demo_entangled_sinder."
+            "model as dinov2_demo (and _sinder, _ttr), --demo entangled the entangled one as "
+            "dinov2_demo_entangled (and _sinder, _ttr)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
