@@ -21,7 +21,7 @@ FP32_MAX_ABS = 1e-4
 FP16_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.99
 BATCH_INVARIANCE = 1e-4  # max abs between an image alone and in a batch (fp32, fp16)
-MAX_ILL_CONDITIONED = 0.01  # fraction of tokens that may be excluded from the fp32 max abs
+FLOAT64_FACTOR = 2.0  # where float32 itself misses the bound: the graph may stray from float64 this many times as far
 FEATURES = ("cls_token", "patch_tokens", "register_tokens")
 
 
@@ -67,15 +67,6 @@ def reference_outputs(model: DinoVisionTransformer, images: np.ndarray, directio
     if model.num_register_tokens:
         ref["register_tokens"] = out["x_norm_regtokens"]
     return {k: v.cpu().numpy() for k, v in ref.items()}
-
-
-def ill_conditioned(model: DinoVisionTransformer, images: np.ndarray, ref32: dict[str, np.ndarray],
-                    feats: list[str], direction: torch.Tensor, threshold_std: float) -> dict[str, np.ndarray]:
-    """Per feature, a mask of the tokens whose float32 PyTorch value is itself more than half the
-    fp32 bound away from float64: float32 rounding alone moves them, so no float32 engine can be
-    held to the bound there (a sharp non-linearity near its switching point)."""
-    ref64 = reference_outputs(copy.deepcopy(model).double(), images, direction.double(), threshold_std)
-    return {f: np.abs(ref32[f].astype(np.float64) - ref64[f]).max(axis=-1) > FP32_MAX_ABS / 2 for f in feats}
 
 
 def run_session(session, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -132,11 +123,12 @@ def measure_parity(
 ) -> dict:
     """Compare the graph at ``onnx_path`` with ``model`` on ``cases`` (batch, height, width).
 
-    For fp32, tokens where float32 PyTorch itself strays from float64 by more than half the
-    bound are excluded from the max abs and counted (``ill_conditioned_tokens``); this needs a
-    float64 run, done only for a case that misses the bound. Returns the manifest's
-    ``parity`` block. Raises ``SinderError`` when the figures miss the
-    bounds: fp32 max abs ≤ 1e-4 on the features, fp16 mean cosine ≥ 0.999, int8 ≥ 0.99.
+    fp32: max abs ≤ 1e-4 against float32 PyTorch on the features. A model whose sharp non-linearities
+    amplify rounding (the entangled demo) can miss that in PyTorch itself: for a case past the bound,
+    the graph and float32 PyTorch are both compared with PyTorch in float64 (``float64_max_abs``), and
+    the case passes when the graph is no further from float64 than twice float32 PyTorch is. fp16:
+    mean cosine ≥ 0.999, int8 ≥ 0.99. Returns the manifest's ``parity`` block; raises
+    ``SinderError`` when a bound is missed.
     ``device``: where the PyTorch reference runs (TF32 off) and, with onnxruntime's CUDA
     provider, the session too; the model is moved there.
     """
@@ -174,21 +166,13 @@ def _measure(model, session, direction, precision, cases, threshold_std) -> dict
         for f in feats:
             if got[f].shape != ref[f].shape:
                 raise SinderError(f"exported {f} has shape {got[f].shape}, expected {ref[f].shape} at {b}x{h}x{w}")
-        if precision == "fp32" and any(_max_abs(got[f], ref[f]) > FP32_MAX_ABS for f in feats):
-            unstable = ill_conditioned(model, images, ref, feats, direction, threshold_std)
-            row["ill_conditioned_tokens"] = {f: int(m.sum()) for f, m in unstable.items()}
-            row["max_abs_all_tokens"] = {f: _max_abs(got[f], ref[f]) for f in feats}
-        else:
-            unstable = {}
         for f in feats:
-            keep = ~unstable[f] if f in unstable else None
-            if keep is not None and unstable[f].mean() > MAX_ILL_CONDITIONED:
-                raise SinderError(f"{f}: {unstable[f].mean():.1%} of tokens at {b}x{h}x{w} change by more than "
-                                  f"{FP32_MAX_ABS / 2:g} between float32 and float64 PyTorch; the model is too "
-                                  "ill-conditioned for a float32 parity check")
-            row["max_abs"][f] = _max_abs(got[f][keep], ref[f][keep]) if keep is not None and keep.any() else (
-                _max_abs(got[f], ref[f]) if keep is None else 0.0)
+            row["max_abs"][f] = _max_abs(got[f], ref[f])
             row["mean_cosine"][f] = _mean_cosine(got[f], ref[f])
+        if precision == "fp32" and any(not row["max_abs"][f] <= FP32_MAX_ABS for f in feats):  # NaN too
+            row["float64_max_abs"] = _against_float64(model, images, ref, got, feats, direction, threshold_std)
+            _enforce_fp32_case(row, (b, h, w))
+        for f in feats:
             worst_abs[f] = max(worst_abs[f], row["max_abs"][f])
             worst_cos[f] = min(worst_cos[f], row["mean_cosine"][f])
         row["max_abs"]["token_norms_relative"] = _max_abs(got["token_norms"], ref["token_norms"]) / max(
@@ -217,12 +201,30 @@ def _measure(model, session, direction, precision, cases, threshold_std) -> dict
     return result
 
 
+def _against_float64(model, images, ref32, got, feats, direction, threshold_std) -> dict:
+    """How far the graph and float32 PyTorch each are from PyTorch in float64, per feature."""
+    ref64 = reference_outputs(copy.deepcopy(model).double(), images, direction.double(), threshold_std)
+    return {f: {"graph": _max_abs(got[f], ref64[f]), "pytorch_float32": _max_abs(ref32[f], ref64[f])} for f in feats}
+
+
+def _enforce_fp32_case(row: dict, case: tuple[int, int, int]) -> None:
+    """A case past 1e-4 against float32 PyTorch passes only where float32 rounding explains it: the graph
+    no further from float64 than FLOAT64_FACTOR times float32 PyTorch is (and never past 1e-4 of its own)."""
+    bad = {}
+    for f, err in row["float64_max_abs"].items():
+        allowed = max(FP32_MAX_ABS, FLOAT64_FACTOR * err["pytorch_float32"])
+        if f in ("cls_token", "patch_tokens") and not row["max_abs"][f] <= FP32_MAX_ABS and not err["graph"] <= allowed:
+            bad[f] = (row["max_abs"][f], err["graph"], err["pytorch_float32"])
+    if bad:
+        raise SinderError(f"fp32 export differs from PyTorch beyond 1e-4 (max abs) at {'x'.join(map(str, case))}, more "
+                          "than float32 rounding explains: " + ", ".join(
+                              f"{k}={v[0]:.3g} (graph {v[1]:.3g} from float64, PyTorch float32 {v[2]:.3g})"
+                              for k, v in bad.items()))
+
+
 def _enforce(result: dict, precision: str, feats: list[str]) -> None:
     if precision == "fp32":
-        bad = {f: v for f, v in result["max_abs"].items() if f in ("cls_token", "patch_tokens") and not v <= FP32_MAX_ABS}
-        if bad:
-            raise SinderError("fp32 export differs from PyTorch beyond 1e-4 (max abs): "
-                              + ", ".join(f"{k}={v:.3g}" for k, v in bad.items()))
+        return  # per case, in _measure (_enforce_fp32_case)
     else:
         bound = FP16_MIN_COSINE if precision == "fp16" else INT8_MIN_COSINE
         bad = {f: v for f, v in result["min_mean_cosine"].items() if not v >= bound}

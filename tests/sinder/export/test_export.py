@@ -171,3 +171,18 @@ def test_exported_files_are_readable_by_other_users(exported):
     repo, out = exported
     for p in [out, out / "model.onnx", out / "manifest.json", repo / "tiny" / "config.pbtxt"]:
         assert p.stat().st_mode & 0o004, p  # a server in another container may run as another user
+
+
+def test_fp32_cases_past_the_bound_are_judged_against_float64():
+    def row(max_abs, graph, pytorch):
+        return {"max_abs": {"patch_tokens": max_abs, "cls_token": 1e-6},
+                "float64_max_abs": {"patch_tokens": {"graph": graph, "pytorch_float32": pytorch},
+                                    "cls_token": {"graph": 1e-6, "pytorch_float32": 1e-6}}}
+
+    # float32 rounding moves the model itself by 3.7e-4: a graph 2.5e-4 from float64 is as good as PyTorch
+    parity._enforce_fp32_case(row(3.6e-4, 2.5e-4, 3.7e-4), (1, 224, 280))
+    # a well-conditioned model: 3e-4 is the graph's own error, not rounding
+    with pytest.raises(SinderError, match="at 1x224x280, more than float32 rounding explains"):
+        parity._enforce_fp32_case(row(3e-4, 3e-4, 1e-6), (1, 224, 280))
+    with pytest.raises(SinderError):
+        parity._enforce_fp32_case(row(float("nan"), float("nan"), 1e-6), (1, 224, 280))
