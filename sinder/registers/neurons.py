@@ -45,9 +45,8 @@ SPARSE_BELOW = 0.5  # reference: sparsity_activation_threshold
 SPARSE_FRACTION = 0.5  # reference: sparsity_frac_threshold
 EMERGED_FRACTION = 0.5  # share of the outlier tokens that must already be outliers at the highest layer
 # Choosing k: a gain below this share of the outlier tokens counts as none (natural high-norm tokens,
-# textured patches that are outliers from the first block on, stay whatever neurons are edited) ...
+# textured patches that are outliers from the first block on, stay whatever neurons are edited).
 PLATEAU = 0.02
-PATIENCE = 2  # ... and the sweep stops after this many doublings of k without a gain
 
 
 @dataclass(frozen=True)
@@ -176,23 +175,21 @@ def _outlier_share(model, images: list[torch.Tensor], masks: list[torch.Tensor],
 def _choose_k(vit, ranked: list[tuple[int, int, float]], images, masks, layer: int, search: NeuronSearch,
               progress: bool) -> tuple[int, list[dict]]:
     """The smallest k (1, 2, 4, ...) that leaves at most ``residual`` of the outliers on, else the smallest
-    k within ``PLATEAU`` of the fewest left; the sweep stops after ``PATIENCE`` doublings that gain nothing."""
+    k within ``PLATEAU`` of the fewest left. Every doubling is tried: a plateau proves nothing (on the entangled
+    demo k = 2 and 4 leave 93% of the outliers, 64 leaves 44%), and each try is a few forward passes."""
     if search.top_k is not None:
         return min(search.top_k, len(ranked)), []
     limit = min(search.max_k, len(ranked))
     candidates = [1 << i for i in range(limit.bit_length()) if 1 << i < limit] + [limit]
     chosen_idx = [i for i, m in enumerate(masks) if m.any()][: search.sweep_images]
     sub_images, sub_masks = [images[i] for i in chosen_idx], [masks[i] for i in chosen_idx]
-    sweep, best, stale = [], float("inf"), 0
+    sweep = []
     for k in _progress(candidates, "choosing k", progress):
         share = _outlier_share(TestTimeRegisters(vit, group(ranked[:k])), sub_images, sub_masks, layer, search)
         sweep.append({"k": k, "outliers_left": share})
         if share <= search.residual:
             return k, sweep
-        stale = stale + 1 if share > best - PLATEAU else 0
-        best = min(best, share)
-        if stale >= PATIENCE:
-            break
+    best = min(row["outliers_left"] for row in sweep)
     return next(row["k"] for row in sweep if row["outliers_left"] <= best + PLATEAU), sweep
 
 

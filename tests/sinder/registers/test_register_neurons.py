@@ -86,3 +86,28 @@ def test_bad_search_settings_are_refused():
         NeuronSearch(norm_factor=1.0)
     with pytest.raises(ValueError, match="top k"):
         NeuronSearch(top_k=0)
+
+
+def test_every_doubling_of_k_is_tried_past_a_plateau(monkeypatch):
+    from sinder.registers import neurons
+
+    left = {1: 0.94, 2: 0.93, 4: 0.93, 8: 0.88, 16: 0.88, 32: 0.72, 64: 0.44}  # the entangled demo's sweep
+    tried = []
+
+    def share(registers, images, masks, layer, search):
+        tried.append(registers.k)
+        return left[registers.k]
+
+    class Counted:
+        def __init__(self, vit, chosen):
+            self.k = sum(len(v) for v in chosen.values())
+
+    monkeypatch.setattr(neurons, "_outlier_share", share)
+    monkeypatch.setattr(neurons, "TestTimeRegisters", Counted)
+    ranked = [(i % 3, i, 1.0 / (i + 1)) for i in range(100)]
+    masks = [torch.ones(4, dtype=torch.bool)]
+    k, sweep = neurons._choose_k(None, ranked, [None], masks, 6, NeuronSearch(), progress=False)
+    assert tried == [1, 2, 4, 8, 16, 32, 64] and k == 64 and len(sweep) == 7
+    left.update({32: 0.45})  # within the plateau of the best: the smaller k wins
+    tried.clear()
+    assert neurons._choose_k(None, ranked, [None], masks, 6, NeuronSearch(), progress=False)[0] == 32
