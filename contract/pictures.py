@@ -82,18 +82,23 @@ def heat_colors(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
     return (_HEAT[low] * (1 - frac) + _HEAT[low + 1] * frac).round().astype(np.uint8)
 
 
-def pca_colors(tokens: np.ndarray) -> np.ndarray:
-    """First three principal components of the tokens as RGB, each stretched over its 1-99 percentile."""
+def pca_colors(tokens: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
+    """First three principal components of the tokens as RGB, each stretched over its 1-99 percentile.
+    ``fit``: other tokens (another model's, same width) whose components and stretch are used instead,
+    so that several models' features are drawn in one basis and their colours compare."""
     h, w, c = tokens.shape
     flat = tokens.reshape(-1, c).astype(np.float64)
-    flat = flat - flat.mean(axis=0)
-    if flat.shape[0] < 2 or not np.isfinite(flat).all():
+    base = flat if fit is None else fit.reshape(-1, c).astype(np.float64)
+    mean = base.mean(axis=0)
+    base = base - mean
+    if base.shape[0] < 2 or not (np.isfinite(base).all() and np.isfinite(flat).all()):
         return np.zeros((h, w, 3), np.uint8)
-    _, _, vt = np.linalg.svd(flat, full_matrices=False)
-    comps = flat @ vt[:3].T
+    _, _, vt = np.linalg.svd(base, full_matrices=False)
+    comps, base_comps = (flat - mean) @ vt[:3].T, base @ vt[:3].T
     if comps.shape[1] < 3:
         comps = np.pad(comps, ((0, 0), (0, 3 - comps.shape[1])))
-    lo, hi = np.percentile(comps, 1, axis=0), np.percentile(comps, 99, axis=0)
+        base_comps = np.pad(base_comps, ((0, 0), (0, 3 - base_comps.shape[1])))
+    lo, hi = np.percentile(base_comps, 1, axis=0), np.percentile(base_comps, 99, axis=0)
     rgb = np.clip((comps - lo) / np.where(hi - lo > 1e-12, hi - lo, 1.0), 0, 1)
     return (rgb.reshape(h, w, 3) * 255).round().astype(np.uint8)
 

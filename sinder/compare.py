@@ -135,23 +135,30 @@ def _save_picture(report: dict, tokens: dict, images: list[Path], dest: Path, re
     from .images import denormalize, load_image
 
     names = list(report["variants"])
+    methods = [report["variants"][n]["method"] for n in names]
     fig, axes = plt.subplots(len(images), 1 + 2 * len(names), figsize=(2.3 * (1 + 2 * len(names)), 2.5 * len(images)),
                              squeeze=False)
     for j, path in enumerate(images):
         norms = {n: tokens[n][j].norm(dim=-1).numpy() for n in names}
         vmax = max(float(v.max()) for v in norms.values())  # one scale per image, so variants compare
+        original = tokens[names[0]][j].numpy()
         axes[j][0].imshow(denormalize(load_image(path, resolution)))
         axes[j][0].set_title(Path(path).name, fontsize=8)
-        for i, n in enumerate(names):
-            axes[j][1 + i].imshow(norms[n], cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
-            axes[j][1 + i].set_title(f"{n}: norms (max {norms[n].max():.0f})", fontsize=8)
-            axes[j][1 + len(names) + i].imshow(pca_colors(tokens[n][j].numpy()), interpolation="nearest")
-            axes[j][1 + len(names) + i].set_title(f"{n}: PCA", fontsize=8)
+        for i, (n, method) in enumerate(zip(names, methods)):
+            shown = axes[j][1 + i].imshow(norms[n], cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
+            head = f"{method}\ntoken norms, " if j == 0 else ""
+            axes[j][1 + i].set_title(f"{head}max {norms[n].max():.0f}", fontsize=8)
+            # one basis (the original's) for every variant: a colour that changes is a feature that changed
+            axes[j][1 + len(names) + i].imshow(pca_colors(tokens[n][j].numpy(), fit=original), interpolation="nearest")
+            if j == 0:
+                axes[j][1 + len(names) + i].set_title(f"{method}\nPCA, the original's basis", fontsize=8)
+        fig.colorbar(shown, ax=axes[j][len(names)], fraction=0.046, pad=0.02)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     last = report["layers"]["last"]
-    fig.suptitle(_title(f"original, SINDER and test-time registers on held-out images (block {last} tokens)",
-                        report["synthetic"]), fontsize=10)
+    models = ", ".join(f"{m}: {n}" for n, m in zip(names, methods))
+    fig.suptitle(_title(f"block {last} patch tokens on held-out images ({models}); norms share one scale per image",
+                        report["synthetic"]), fontsize=9)
     fig.tight_layout()
     _save(fig, dest)

@@ -81,3 +81,14 @@ def test_fonts_are_readable_sizes():
 ])
 def test_row_labels_name_the_variant_then_model_and_provider_in_one_bracket(kind, provider, label):
     assert viz.row_label(kind, "m:1", provider) == label
+
+
+def test_pca_colors_in_another_models_basis():
+    from contract.pictures import pca_colors
+
+    tokens = np.random.default_rng(3).normal(size=(4, 5, 8))
+    np.testing.assert_array_equal(pca_colors(tokens, fit=tokens), pca_colors(tokens))
+    # alone, a scaled copy looks the same (each picture is stretched on its own) ...
+    np.testing.assert_array_equal(pca_colors(2 * tokens), pca_colors(tokens))
+    # ... in the original's basis and stretch it does not: the change shows
+    assert not np.array_equal(pca_colors(2 * tokens, fit=tokens), pca_colors(tokens))
