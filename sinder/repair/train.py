@@ -4,7 +4,8 @@ Per iteration (haoqiwang/sinder ``main.py``): run the blocks one by one and stop
 first whose patch tokens hold at least ``skip_less_than`` defective tokens (from block
 ``first_loss_layer`` on: 0, as in the reference, unless the blocks before it have no defect
 direction of their own, see ``DirectionChoice.first_own_layer``); take the neighbour loss
-there; back-propagate into that block and the ``limit_layers - 1`` blocks before it only; one SGD step. An image with no defective layer is a "clean" iteration.
+there; back-propagate into that block and the ``limit_layers - 1`` blocks before it only;
+one SGD step. An image with no defective layer is a "clean" iteration.
 Training stops once ``stop_fraction`` of the last ``window`` iterations were clean, the
 window starting full of "defective" entries as in the reference (so at least
 ``stop_fraction · window`` iterations run).
