@@ -68,8 +68,9 @@ def encode_array(array: np.ndarray, dtype: str, encoding: str, blobs: Blobs | No
     if blobs is not None:
         return blobs.add(array)
     if encoding == "base64":
-        return {"dtype": _name(array), "shape": list(array.shape),
-                "data": pybase64.b64encode(memoryview(array).cast("B")).decode("ascii")}
+        # a ready JSON string (base64 needs no escaping): orjson copies it as it is, with no str in between
+        text = orjson.Fragment(b"".join((b'"', pybase64.b64encode(memoryview(array).cast("B")), b'"')))
+        return {"dtype": _name(array), "shape": list(array.shape), "data": text}
     return array
 
 
