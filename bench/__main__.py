@@ -148,21 +148,15 @@ def main(argv=None) -> int:
                      f"{info['usable_cores']} cores): treat the figures as rough.")
     phase = 3.0 if args.quick else 10.0
 
-    def attempt(section: str, name: str, fn):
+    def attempt(key: str, section: str, name: str, fn):
+        """Run one benchmark of the ``--only`` section ``key`` (report heading ``section``)."""
         log(f"[{section}] {name}")
-        key = current_section[0]
         try:
             figures.extend({**f, "bench_section": key} for f in fn())
         except Exception as exc:  # one broken benchmark must not lose the others' figures
             traceback.print_exc()
             figures.append({"section": section, "name": name, "bench_section": key,
                             "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
-
-    current_section = [""]
-
-    def enter(section: str) -> bool:
-        current_section[0] = section
-        return section in sections
 
     with tempfile.TemporaryDirectory(prefix="sinder-bench-") as tmp:
         if args.model_repo:
@@ -173,45 +167,45 @@ def main(argv=None) -> int:
             model_name, model_desc = build_bench_repo(repo, args.arch, args.max_batch_size, args.resolution, args.graph)
         if {"runtime", "service"} & set(sections):
             model_path = latest_model_file(repo, model_name)
-        if enter("export"):
-            attempt("Export", "PyTorch eager vs onnxruntime", lambda: export_figures(args.repeats, args.quick))
-        if enter("runtime"):
+        if "export" in sections:
+            attempt("export", "Export", "PyTorch eager vs onnxruntime", lambda: export_figures(args.repeats, args.quick))
+        if "runtime" in sections:
             from . import runtime_bench
 
-            attempt("Runtime", "onnxruntime vs numpy matmul", lambda: runtime_bench.run(
+            attempt("runtime", "Runtime", "onnxruntime vs numpy matmul", lambda: runtime_bench.run(
                 model_path, args.arch, args.resolution, args.max_batch_size, model_desc,
                 repeats=args.repeats, seconds=2.0 if args.quick else 5.0))
-        if enter("service"):
+        if "service" in sections:
             from . import service_bench
             from .onnx_vit import SHAPES
 
-            attempt("Service", "service vs raw session", lambda: service_bench.run(
+            attempt("service", "Service", "service vs raw session", lambda: service_bench.run(
                 repo, model_name, model_desc, args.resolution, args.max_batch_size, SHAPES[args.arch].embed_dim,
                 repeats=args.repeats, phase_seconds=phase, latency_requests=50 if args.quick else 200,
                 queue_delay_ms=args.queue_delay_ms, log_dir=Path(tmp), progress=log))
-        if enter("frontend"):
+        if "frontend" in sections:
             from . import frontend_bench
 
             front_repo = Path(tmp) / "frontend_repo"
             front_seconds = 2.0 if args.quick else 6.0
-            attempt("Front end", "JPEG draft decoding", lambda: frontend_bench.draft_figures(args.repeats))
-            attempt("Front end", "service CPU per image", lambda: frontend_bench.run(
+            attempt("frontend", "Front end", "JPEG draft decoding", lambda: frontend_bench.draft_figures(args.repeats))
+            attempt("frontend", "Front end", "service CPU per image", lambda: frontend_bench.run(
                 front_repo, repeats=args.repeats, seconds=front_seconds, log_dir=Path(tmp), progress=log))
             cores = info["usable_cores"] or 1
             if cores > 1:
-                attempt("Front end", "workers", lambda: frontend_bench.workers_figure(
+                attempt("frontend", "Front end", "workers", lambda: frontend_bench.workers_figure(
                     front_repo, cores, repeats=args.repeats, seconds=front_seconds, log_dir=Path(tmp), progress=log))
-        if enter("analysis"):
+        if "analysis" in sections:
             from . import analysis_bench
 
             archs = ("vits14",) if args.quick else ("vits14", "vitb14")
-            attempt("Offline tool", "defect directions", lambda: analysis_bench.analysis_figures(args.repeats, archs))
-        if enter("repair"):
+            attempt("analysis", "Offline tool", "defect directions", lambda: analysis_bench.analysis_figures(args.repeats, archs))
+        if "repair" in sections:
             from . import analysis_bench
 
-            attempt("Offline tool", "repair iteration", lambda: analysis_bench.repair_figures(args.resolution))
-            attempt("Offline tool", "repair precision", lambda: analysis_bench.repair_precision_figures(args.quick))
-            attempt("Offline tool", "repair memory", lambda: analysis_bench.repair_memory_figures(
+            attempt("repair", "Offline tool", "repair iteration", lambda: analysis_bench.repair_figures(args.resolution))
+            attempt("repair", "Offline tool", "repair precision", lambda: analysis_bench.repair_precision_figures(args.quick))
+            attempt("repair", "Offline tool", "repair memory", lambda: analysis_bench.repair_memory_figures(
                 "vits14" if args.quick else "vitl14", 224 if args.quick else 518))
 
     if args.keep and args.only:
