@@ -279,7 +279,7 @@ def decode_for(data: bytes, rule: "Resize", policy: str | None = None, *, short_
     oh, ow = (source.width, source.height) if turned else (source.height, source.width)
     size = rule.target(oh, ow, policy, short_side=short_side, resolution=resolution)
     scale, want = 1, None
-    if draft and source.is_jpeg:
+    if draft:
         th, tw = (size[1], size[0]) if turned else size
         want = (DRAFT_MARGIN * tw, DRAFT_MARGIN * th)
         scale = jpeg.draft_scale(source.width, source.height, *want)

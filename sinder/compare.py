@@ -47,14 +47,6 @@ def _at(row: dict) -> dict:
     return {k: row[k] for k in keys}
 
 
-def _verdict(orig: dict, got: dict) -> str:
-    before = orig["defect_tokens"] + orig["high_norm_tokens"]
-    after = got["defect_tokens"] + got["high_norm_tokens"]
-    if before == 0:
-        return "no defect here"
-    if after == 0:
-        return "removed"
-    return "reduced" if after < before else "not removed"
 
 
 def compare_variants(original: LoadedModel, variants: dict[str, dict], held_out: list[Path], resolution: int,
@@ -65,6 +57,7 @@ def compare_variants(original: LoadedModel, variants: dict[str, dict], held_out:
     from .defects.measure import measure_layers
     from .images import load_image
     from .repair.evaluate import compare_models
+    from .registers.report import verdict
 
     started = time.perf_counter()
     images = [load_image(p, resolution) for p in held_out]
@@ -79,7 +72,8 @@ def compare_variants(original: LoadedModel, variants: dict[str, dict], held_out:
         at = {key: {"layer": idx, **_at(measured[name]["layers"][idx])} for key, idx in layers.items()}
         if name != orig_name:  # the original is the reference: it has a defect, no verdict
             for key, idx in layers.items():
-                at[key]["verdict"] = _verdict(measured[orig_name]["layers"][idx], measured[name]["layers"][idx])
+                at[key]["verdict"] = verdict(measured[orig_name]["layers"][idx], measured[name]["layers"][idx],
+                                             nothing="no defect here")
         fidelity = None
         if name != orig_name:
             fidelity = compare_models(original.model, v["loaded"].model, directions[-1], held_out, resolution)["fidelity"]

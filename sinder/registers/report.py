@@ -64,12 +64,13 @@ def summary_of(report: dict) -> dict:
     return {k: report[k] for k in keys if k in report}
 
 
-def verdict(before: dict, after: dict) -> str:
-    """"removed" (no defect or high-norm token left), "reduced", or "not removed", from held-out counts."""
+def verdict(before: dict, after: dict, nothing: str = "no defect to remove") -> str:
+    """"removed" (no defect or high-norm token left), "reduced", or "not removed", from held-out counts;
+    ``nothing`` when there was none before."""
     b = before["defect_tokens"] + before["high_norm_tokens"]
     a = after["defect_tokens"] + after["high_norm_tokens"]
     if b == 0:
-        return "no defect to remove"
+        return nothing
     if a == 0:
         return "removed"
     return "reduced" if a < b else "not removed"
